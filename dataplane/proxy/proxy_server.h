@@ -1,0 +1,80 @@
+// ProxyServer: the agent's request path. N worker threads, each with its own uv_loop_t, its own
+// SO_REUSEPORT listener per configured address, its own upstream connection pools and counters.
+//
+// Thread-safety: every public method may be called from any non-worker thread (the control
+// thread, the admin thread, main). Nothing on the request path takes a lock.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "dataplane/proxy/route_table.h"
+
+namespace flexgate::dataplane {
+
+struct ProxyLimits {
+  uint32_t max_header_bytes = 64 * 1024;
+  uint64_t max_body_bytes = 0;  // 0 = unlimited
+  absl::Duration header_timeout = absl::Seconds(15);
+  absl::Duration idle_timeout = absl::Seconds(60);
+  absl::Duration request_timeout = absl::Seconds(60);
+  absl::Duration connect_timeout = absl::Seconds(5);
+};
+
+struct ProxyServerOptions {
+  // "host:port" each; port 0 picks a free port (the same one on every worker).
+  std::vector<std::string> listen_addresses;
+  int workers = 1;
+  ProxyLimits limits;
+};
+
+// Counters merged over every worker at read time.
+struct ProxyStats {
+  uint64_t downstream_connections_total = 0;
+  uint64_t downstream_connections_active = 0;
+  uint64_t requests_total = 0;
+  uint64_t responses_1xx = 0, responses_2xx = 0, responses_3xx = 0, responses_4xx = 0,
+           responses_5xx = 0;
+  uint64_t upstream_connections_total = 0;
+  uint64_t upstream_connect_failures = 0;
+  uint64_t upstream_requests_total = 0;
+  uint64_t bytes_received = 0;
+  uint64_t bytes_sent = 0;
+  uint64_t route_table_swaps = 0;
+};
+
+class ProxyServer {
+ public:
+  static absl::StatusOr<std::unique_ptr<ProxyServer>> Create(ProxyServerOptions options);
+  virtual ~ProxyServer() = default;
+
+  // Binds every listener and starts the worker threads. Until a route table is published the
+  // workers answer 503 ("no route table loaded").
+  virtual absl::Status Start() = 0;
+
+  // The bound port of listener `i` (after Start; useful with port 0).
+  virtual uint16_t listen_port(size_t i) const = 0;
+
+  // Publishes `table` to every worker (uv_async_send). `done` runs exactly once, on an arbitrary
+  // thread, after every worker has swapped to the new table; requests already in flight finish on
+  // the table they started with.
+  virtual void UpdateRouteTable(std::shared_ptr<const RouteTable> table,
+                                std::function<void()> done) = 0;
+
+  // The most recently published table (nullptr before the first).
+  virtual std::shared_ptr<const RouteTable> current_route_table() const = 0;
+
+  // Stops accepting, lets in-flight requests finish until `deadline` passes, then closes
+  // everything and joins the workers. Idempotent.
+  virtual void Drain(absl::Duration deadline) = 0;
+
+  virtual ProxyStats CollectStats() const = 0;
+};
+
+}  // namespace flexgate::dataplane
