@@ -36,5 +36,12 @@ asan:
 	@./deploy/install-deps.sh
 	$(MAKE) test BUILD_DIR=build-asan BUILD_TYPE=Debug CMAKE_ARGS="-DFLEXGATE_SANITIZE=ON -DFLEXGATE_BENCHMARKS=OFF"
 
+# Side-by-side CPU/latency/memory comparison of a release agent with nginx and haproxy
+# (shared/bench/proxy-compare.sh); BENCH_ARGS are passed through, e.g. BENCH_ARGS="--rounds 5".
+bench-proxy:
+	@./deploy/install-deps.sh wrk nginx-light haproxy python3
+	$(MAKE) build BUILD_DIR=build-release BUILD_TYPE=Release CMAKE_ARGS="-DFLEXGATE_TESTS=OFF -DFLEXGATE_BENCHMARKS=ON"
+	./deploy/bench-proxy.sh build-release $(BENCH_ARGS)
+
 clean:
 	rm -rf $(BUILD_DIR)
