@@ -11,7 +11,8 @@
 
 namespace flexgate {
 
-// Deterministic serialization (map entries sorted, fields in number order).
+// Deterministic serialization (map entries sorted, fields in number order), with set-but-empty
+// sub-messages outside oneofs cleared first: an explicit default is the same content as none.
 std::string CanonicalBytes(const flexgate::v1::Config& config);
 
 // Lower-case hex SHA-256 of CanonicalBytes(config).

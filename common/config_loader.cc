@@ -5,6 +5,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/status_macros.h"
@@ -53,6 +54,17 @@ absl::Status ScalarToJson(const YAML::Node& node, const FieldDescriptor* field,
       // Quoted numbers are accepted by the proto3 JSON mapping and keep 64-bit values exact.
       AppendJsonString(out, s);
       return absl::OkStatus();
+    case FieldDescriptor::CPPTYPE_ENUM: {
+      // The JSON mapping takes an enum by name or by number; a plain (unquoted) YAML integer is
+      // a number, so it must reach the parser unquoted ("9" in quotes would be looked up as a name).
+      int value = 0;
+      if (node.Tag() == "?" && absl::SimpleAtoi(s, &value)) {
+        absl::StrAppend(&out, value);
+        return absl::OkStatus();
+      }
+      AppendJsonString(out, s);
+      return absl::OkStatus();
+    }
     default:
       AppendJsonString(out, s);
       return absl::OkStatus();

@@ -1,0 +1,134 @@
+// Runs the validator over the config corpus in tests/configs.
+//
+// invalid/*.yaml: each file says in header comments which diagnostics it must produce
+// ("# expect: <code> <path>", one line per diagnostic) and may name secrets that no diagnostic
+// message may repeat ("# secret: <value>"). valid/*: no ERROR and no WARNING.
+// The agent runs the same validator with its capability list; on every file the agent's view
+// must agree with the control plane's (the "the agent's own validation agrees").
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "common/config_loader.h"
+#include "common/validator.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using flexgate::v1::Diagnostic;
+
+std::vector<fs::path> CorpusFiles(const std::string& subdir) {
+  std::vector<fs::path> files;
+  for (const auto& entry : fs::directory_iterator(fs::path(FLEXGATE_CONFIGS_DIR) / subdir)) {
+    const auto ext = entry.path().extension();
+    if (ext == ".yaml" || ext == ".yml" || ext == ".json") files.push_back(entry.path());
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+std::string ReadFile(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Values of header comments "# <key>: <value>".
+std::vector<std::string> HeaderValues(const std::string& text, const std::string& key) {
+  std::vector<std::string> values;
+  std::istringstream in(text);
+  std::string line;
+  const std::string marker = "# " + key + ": ";
+  while (std::getline(in, line)) {
+    if (line.rfind(marker, 0) == 0) values.push_back(line.substr(marker.size()));
+  }
+  return values;
+}
+
+std::string Describe(const std::vector<Diagnostic>& diags) {
+  return diags.empty() ? std::string("(no diagnostics)\n") : flexgate::FormatDiagnostics(diags);
+}
+
+}  // namespace
+
+TEST_CASE("the invalid corpus has enough cases", "[corpus]") {
+  CHECK(CorpusFiles("invalid").size() >= 35);
+  CHECK(CorpusFiles("valid").size() >= 3);
+}
+
+TEST_CASE("every invalid config produces the diagnostics it names", "[corpus]") {
+  for (const auto& file : CorpusFiles("invalid")) {
+    const std::string text = ReadFile(file);
+    INFO("file: " << file.filename().string());
+    auto config = flexgate::LoadConfigFile(file.string());
+    REQUIRE(config.ok());
+    const auto diags = flexgate::ValidateConfig(*config);
+    INFO("diagnostics:\n" << Describe(diags));
+
+    const auto expects = HeaderValues(text, "expect");
+    REQUIRE(!expects.empty());
+    for (const auto& expect : expects) {
+      const auto space = expect.find(' ');
+      REQUIRE(space != std::string::npos);
+      const std::string code = expect.substr(0, space);
+      const std::string path = expect.substr(space + 1);
+      const bool found = std::any_of(diags.begin(), diags.end(), [&](const Diagnostic& d) {
+        return d.code() == code && d.path() == path;
+      });
+      INFO("expected: " << code << " at " << path);
+      CHECK(found);
+    }
+    for (const auto& secret : HeaderValues(text, "secret")) {
+      for (const auto& d : diags) {
+        INFO("secret echoed in: " << d.message());
+        CHECK(d.message().find(secret) == std::string::npos);
+      }
+    }
+  }
+}
+
+TEST_CASE("every valid config is clean", "[corpus]") {
+  for (const auto& file : CorpusFiles("valid")) {
+    INFO("file: " << file.filename().string());
+    auto config = flexgate::LoadConfigFile(file.string());
+    REQUIRE(config.ok());
+    const auto diags = flexgate::ValidateConfig(*config);
+    INFO("diagnostics:\n" << Describe(diags));
+    for (const auto& d : diags) CHECK(d.severity() == Diagnostic::INFO);
+  }
+}
+
+TEST_CASE("the agent's capability check agrees with the control plane on the corpus", "[corpus]") {
+  flexgate::ValidationOptions agent;
+  agent.check_capabilities = true;
+  agent.capabilities = flexgate::AgentCapabilities();
+  for (const char* subdir : {"invalid", "valid"}) {
+    for (const auto& file : CorpusFiles(subdir)) {
+      INFO("file: " << file.filename().string());
+      auto config = flexgate::LoadConfigFile(file.string());
+      REQUIRE(config.ok());
+      CHECK(flexgate::FormatDiagnostics(flexgate::ValidateConfig(*config, agent)) ==
+            flexgate::FormatDiagnostics(flexgate::ValidateConfig(*config)));
+    }
+  }
+}
+
+// Not run by default: prints what the validator says about every corpus file, for whoever adds
+// a case (common_test "[dump]").
+TEST_CASE("dump corpus diagnostics", "[.][dump]") {
+  for (const char* subdir : {"invalid", "valid"}) {
+    for (const auto& file : CorpusFiles(subdir)) {
+      auto config = flexgate::LoadConfigFile(file.string());
+      std::cout << "== " << subdir << "/" << file.filename().string() << "\n"
+                << (config.ok() ? Describe(flexgate::ValidateConfig(*config))
+                                : std::string(config.status().message()) + "\n");
+    }
+  }
+}
