@@ -1,0 +1,420 @@
+#include "controlplane/agent_service.h"
+
+#include <grpcpp/grpcpp.h>
+#include <openssl/rand.h>
+
+#include <map>
+#include <optional>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "controlplane/agent_stream_state.h"
+#include "controlplane/auth.h"
+#include "controlplane/db_workers.h"
+#include "controlplane/distributor.h"
+#include "controlplane/grpc_status.h"
+#include "controlplane/metrics.h"
+#include "controlplane/store.h"
+#include "flexgate/v1/agent.grpc.pb.h"
+
+namespace flexgate::cp {
+namespace {
+
+using grpc::ByteBuffer;
+using Prepared = std::shared_ptr<const PreparedSnapshot>;
+using flexgate::v1::AgentMessage;
+
+std::string RandomHex(int bytes) {
+  unsigned char buf[32];
+  RAND_bytes(buf, bytes);
+  return absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(buf), bytes));
+}
+
+// One agent stream. gRPC owns the reactor side until OnDone; the Distributor and queued DB tasks
+// may hold shared references longer, so the object keeps itself alive through `self_` until
+// OnDone and is freed when the last reference goes.
+//
+// Concurrency: reactor callbacks (OnReadDone, OnWriteDone, OnCancel, OnDone) run on gRPC
+// threads, Offer/Close on the distributor's or shutdown thread, the Hello work on a DbWorkers
+// thread. All state is guarded by mu_. StartRead/StartWrite/Finish are never called with mu_
+// held, because gRPC may run a reaction inline in the calling thread. Finish is called exactly
+// once, only when no write is in flight and no thread is between deciding to start an
+// operation and starting it (busy_ == 0), so nothing starts an operation after Finish.
+class AgentSession final : public grpc::ServerBidiReactor<ByteBuffer, ByteBuffer>,
+                           public SnapshotSink,
+                           public std::enable_shared_from_this<AgentSession> {
+ public:
+  AgentSession(grpc::CallbackServerContext* ctx, const AgentServiceDeps& deps)
+      : ctx_(ctx), deps_(deps), session_id_(RandomHex(8)) {}
+
+  static AgentSession* Create(grpc::CallbackServerContext* ctx, const AgentServiceDeps& deps) {
+    auto s = std::make_shared<AgentSession>(ctx, deps);
+    s->self_ = s;
+    s->StartRead(&s->read_buf_);
+    return s.get();
+  }
+
+  void OnReadDone(bool ok) override {
+    Enter();
+    if (!ok) {
+      // The agent half-closed or the call was cancelled.
+      RequestFinish(grpc::Status::OK);
+      Leave();
+      return;
+    }
+    AgentMessage msg;
+    grpc::Status parsed = grpc::SerializationTraits<AgentMessage>::Deserialize(&read_buf_, &msg);
+    if (!parsed.ok()) {
+      RequestFinish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "malformed AgentMessage"));
+      Leave();
+      return;
+    }
+    if (Handle(msg)) ContinueReading();
+    Leave();
+  }
+
+  void OnWriteDone(bool ok) override {
+    Enter();
+    std::optional<AgentStreamState<Prepared>::Send> next;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      next = state_.WriteDone();
+      if (!ok) {
+        if (!finishing_) {
+          finishing_ = true;
+          finish_status_ = grpc::Status(grpc::StatusCode::UNAVAILABLE, "write failed");
+        }
+      }
+      if (next && !finishing_) {
+        BuildWriteLocked(*next);
+      } else {
+        next.reset();
+      }
+    }
+    if (next) {
+      StartWrite(&write_buf_);
+      deps_.metrics->snapshot_sends.Increment();
+    }
+    Leave();
+  }
+
+  void OnCancel() override {
+    Enter();
+    RequestFinish(grpc::Status::CANCELLED);
+    Leave();
+  }
+
+  void OnDone() override {
+    bool registered;
+    int64_t tenant_id;
+    std::string agent_id;
+    {
+      absl::MutexLock lock(&mu_);
+      registered = registered_;
+      tenant_id = tenant_id_;
+      agent_id = agent_id_;
+    }
+    if (registered) {
+      deps_.distributor->Unregister(tenant_id, this);
+      deps_.metrics->connected_agents.Decrement();
+      ConfigStore* store = deps_.store;
+      std::string session_id = session_id_;
+      deps_.workers->Post(shard_key(), [store, tenant_id, agent_id, session_id] {
+        absl::Status s = store->AgentDisconnected(tenant_id, agent_id, session_id);
+        if (!s.ok()) {
+          FG_LOG_WARN("cannot record agent disconnect",
+                      {{"agent_id", agent_id}, {"error", std::string(s.message())}});
+        }
+      });
+      FG_LOG_INFO("agent disconnected", {{"tenant_id", tenant_id}, {"agent_id", agent_id}});
+    }
+    // Last statement: may destroy this object.
+    auto keep = std::move(self_);
+  }
+
+  // SnapshotSink
+  void Offer(Prepared snapshot) override {
+    std::optional<AgentStreamState<Prepared>::Send> send;
+    {
+      absl::MutexLock lock(&mu_);
+      if (finishing_ || !hello_done_) return;
+      send = state_.Offer(snapshot->version, snapshot->hash, snapshot);
+      if (!send) return;
+      BuildWriteLocked(*send);
+      ++busy_;
+    }
+    StartWrite(&write_buf_);
+    deps_.metrics->snapshot_sends.Increment();
+    Leave();
+  }
+
+  void Close() override {
+    Enter();
+    RequestFinish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "control plane shutting down"));
+    Leave();
+  }
+
+ private:
+  uint64_t shard_key() const { return reinterpret_cast<uintptr_t>(this) >> 4; }
+
+  void Enter() {
+    absl::MutexLock lock(&mu_);
+    ++busy_;
+  }
+
+  // Ends a busy section; calls Finish if the stream is finishing and nothing else is running.
+  void Leave() {
+    grpc::Status status;
+    {
+      absl::MutexLock lock(&mu_);
+      --busy_;
+      if (!finishing_ || finish_called_ || busy_ > 0 || writing_) return;
+      finish_called_ = true;
+      status = finish_status_;
+    }
+    Finish(status);
+  }
+
+  // Called inside an Enter/Leave section; Leave does the actual Finish.
+  void RequestFinish(grpc::Status status) {
+    absl::MutexLock lock(&mu_);
+    if (finishing_) return;
+    finishing_ = true;
+    finish_status_ = std::move(status);
+  }
+
+  // Called inside an Enter/Leave section.
+  void ContinueReading() {
+    {
+      absl::MutexLock lock(&mu_);
+      if (finishing_) return;
+    }
+    StartRead(&read_buf_);
+  }
+
+  void BuildWriteLocked(const AgentStreamState<Prepared>::Send& send)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    SnapshotFrame frame = FrameSnapshot(*send.payload, send.nonce, agent_id_);
+    // The shared prefix (the config) goes out without a copy: the slice keeps the prepared
+    // snapshot alive until gRPC has written it.
+    auto* keep = new Prepared(send.payload);
+    grpc::Slice slices[3] = {
+        grpc::Slice(frame.header),
+        grpc::Slice(const_cast<char*>((*keep)->prefix.data()), (*keep)->prefix.size(),
+                    [](void* p) { delete static_cast<Prepared*>(p); }, keep),
+        grpc::Slice(frame.suffix)};
+    ByteBuffer buf(slices, 3);
+    write_buf_.Swap(&buf);
+    writing_ = true;
+  }
+
+  // Returns true when the stream should keep reading.
+  bool Handle(const AgentMessage& msg) {
+    if (!hello_seen_) {
+      if (!msg.has_hello()) {
+        RequestFinish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                   "the first message on the stream must be Hello"));
+        return false;
+      }
+      hello_seen_ = true;
+      // The Hello work blocks (database), so it runs on a worker; it resumes reading when done.
+      Enter();
+      deps_.workers->Post(shard_key(), [self = shared_from_this(), hello = msg.hello()] {
+        self->ProcessHello(hello);
+        self->Leave();
+      });
+      return false;
+    }
+    switch (msg.msg_case()) {
+      case AgentMessage::kAck: HandleAck(msg.ack()); break;
+      case AgentMessage::kNack: HandleNack(msg.nack()); break;
+      case AgentMessage::kHeartbeat: HandleHeartbeat(msg.heartbeat()); break;
+      case AgentMessage::kHello:
+        FG_LOG_WARN("duplicate Hello ignored", {{"agent_id", agent_id_}});
+        break;
+      default:
+        // TelemetryBatch is reserved for the telemetry work; it is not acknowledged, so the
+        // agent keeps it spooled.
+        break;
+    }
+    return true;
+  }
+
+  void ProcessHello(const flexgate::v1::Hello& hello) {
+    std::string header;
+    auto md = ctx_->client_metadata().find("authorization");
+    if (md != ctx_->client_metadata().end()) header.assign(md->second.data(), md->second.size());
+    absl::StatusOr<std::string> key = !header.empty() || hello.token().empty()
+                                          ? ParseBearer(header)
+                                          : absl::StatusOr<std::string>(hello.token());
+    absl::StatusOr<Principal> who =
+        key.ok() ? deps_.auth->Authenticate(*key) : absl::StatusOr<Principal>(key.status());
+    if (who.ok()) {
+      auto tenant = Authorize(*who, "", Access::kRead);
+      if (!tenant.ok()) who = tenant.status();
+    }
+    if (!who.ok()) {
+      FG_LOG_WARN("agent stream refused", {{"agent_id", hello.agent_id()},
+                                           {"error", std::string(who.status().message())}});
+      RequestFinish(ToGrpcStatus(who.status()));
+      return;
+    }
+
+    AgentHelloRecord rec;
+    rec.tenant_id = who->tenant_id;
+    rec.agent_id = hello.agent_id().empty() ? "agent-" + RandomHex(8) : hello.agent_id();
+    rec.labels = std::map<std::string, std::string>(hello.labels().begin(), hello.labels().end());
+    rec.agent_version = hello.agent_version();
+    rec.applied_version = hello.applied_version();
+    rec.applied_hash = hello.applied_hash();
+    rec.session_id = session_id_;
+    absl::StatusOr<uint64_t> last_nack = deps_.store->AgentConnected(rec);
+    if (!last_nack.ok()) {
+      FG_LOG_WARN("cannot record agent connect",
+                  {{"agent_id", rec.agent_id}, {"error", std::string(last_nack.status().message())}});
+      RequestFinish(ToGrpcStatus(last_nack.status()));
+      return;
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      tenant_id_ = rec.tenant_id;
+      agent_id_ = rec.agent_id;
+      state_.SetApplied(hello.applied_version(), hello.applied_hash());
+      // A version this agent rejected before is not sent again on a new stream either.
+      state_.MarkRejected(*last_nack);
+      hello_done_ = true;
+      registered_ = true;
+    }
+    deps_.metrics->connected_agents.Increment();
+    FG_LOG_INFO("agent connected", {{"tenant_id", rec.tenant_id},
+                                    {"agent_id", rec.agent_id},
+                                    {"applied_version", rec.applied_version}});
+    // Register before reading the live version: a version committed after this point reaches
+    // the stream through the distributor, one committed before is what Latest returns.
+    deps_.distributor->Register(rec.tenant_id, shared_from_this());
+    auto latest = deps_.distributor->Latest(rec.tenant_id);
+    if (!latest.ok()) {
+      FG_LOG_WARN("cannot load live version for agent",
+                  {{"agent_id", rec.agent_id}, {"error", std::string(latest.status().message())}});
+    } else if (*latest != nullptr) {
+      Offer(*latest);
+    }
+    ContinueReading();
+  }
+
+  void HandleAck(const flexgate::v1::Ack& ack) {
+    uint64_t version;
+    {
+      absl::MutexLock lock(&mu_);
+      if (state_.OnAck(ack.nonce(), ack.hash()) == AgentStreamState<Prepared>::Reply::kStale) {
+        deps_.metrics->stale_replies.Increment();
+        return;
+      }
+      version = state_.sent_version();
+    }
+    deps_.metrics->acks.Increment();
+    std::optional<double> apply_ms;
+    if (ack.has_apply_duration()) {
+      apply_ms = ack.apply_duration().seconds() * 1e3 + ack.apply_duration().nanos() / 1e6;
+    }
+    ConfigStore* store = deps_.store;
+    deps_.workers->Post(shard_key(), [store, tenant = tenant_id_, agent = agent_id_, version,
+                                      hash = ack.hash(), apply_ms] {
+      absl::Status s = store->AgentAcked(tenant, agent, version, hash, apply_ms);
+      if (!s.ok()) {
+        FG_LOG_WARN("cannot record ack", {{"agent_id", agent}, {"error", std::string(s.message())}});
+      }
+    });
+  }
+
+  void HandleNack(const flexgate::v1::Nack& nack) {
+    uint64_t version;
+    {
+      absl::MutexLock lock(&mu_);
+      if (state_.OnNack(nack.nonce()) == AgentStreamState<Prepared>::Reply::kStale) {
+        deps_.metrics->stale_replies.Increment();
+        return;
+      }
+      version = state_.sent_version();
+    }
+    deps_.metrics->nacks.Increment();
+    FG_LOG_WARN("agent rejected config", {{"tenant_id", tenant_id_},
+                                          {"agent_id", agent_id_},
+                                          {"version", version},
+                                          {"error", nack.error_detail()}});
+    ConfigStore* store = deps_.store;
+    deps_.workers->Post(shard_key(), [store, tenant = tenant_id_, agent = agent_id_, version,
+                                      error = nack.error_detail()] {
+      absl::Status s = store->AgentNacked(tenant, agent, version, error);
+      if (!s.ok()) {
+        FG_LOG_WARN("cannot record nack", {{"agent_id", agent}, {"error", std::string(s.message())}});
+      }
+    });
+  }
+
+  void HandleHeartbeat(const flexgate::v1::Heartbeat& hb) {
+    {
+      absl::MutexLock lock(&mu_);
+      state_.SetApplied(hb.applied_version(), hb.applied_hash());
+    }
+    ConfigStore* store = deps_.store;
+    deps_.workers->Post(shard_key(), [store, tenant = tenant_id_, agent = agent_id_,
+                                      v = hb.applied_version(), h = hb.applied_hash(),
+                                      healthy = hb.healthy()] {
+      absl::Status s = store->AgentHeartbeat(tenant, agent, v, h, healthy);
+      if (!s.ok()) {
+        FG_LOG_WARN("cannot record heartbeat",
+                    {{"agent_id", agent}, {"error", std::string(s.message())}});
+      }
+    });
+  }
+
+  grpc::CallbackServerContext* const ctx_;
+  const AgentServiceDeps deps_;
+  const std::string session_id_;
+  std::shared_ptr<AgentSession> self_;  // Dropped in OnDone.
+
+  // Touched only by reactor callbacks, which gRPC serializes for reads.
+  ByteBuffer read_buf_;
+  bool hello_seen_ = false;
+
+  absl::Mutex mu_;
+  AgentStreamState<Prepared> state_ ABSL_GUARDED_BY(mu_);
+  ByteBuffer write_buf_ ABSL_GUARDED_BY(mu_);  // Stable while a write is in flight.
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  int busy_ ABSL_GUARDED_BY(mu_) = 0;
+  bool finishing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finish_called_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status finish_status_ ABSL_GUARDED_BY(mu_);
+  // Set once by the Hello work, before the stream is registered; read-only afterwards, so
+  // the message handlers (which run only after Hello) read them without the lock.
+  bool hello_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool registered_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t tenant_id_ = 0;
+  std::string agent_id_;
+};
+
+class AgentServiceImpl final
+    : public flexgate::v1::AgentService::WithRawCallbackMethod_Connect<
+          flexgate::v1::AgentService::Service> {
+ public:
+  explicit AgentServiceImpl(AgentServiceDeps deps) : deps_(deps) {}
+
+  grpc::ServerBidiReactor<ByteBuffer, ByteBuffer>* Connect(
+      grpc::CallbackServerContext* ctx) override {
+    return AgentSession::Create(ctx, deps_);
+  }
+
+ private:
+  const AgentServiceDeps deps_;
+};
+
+}  // namespace
+
+std::unique_ptr<grpc::Service> CreateAgentService(AgentServiceDeps deps) {
+  return std::make_unique<AgentServiceImpl>(deps);
+}
+
+}  // namespace flexgate::cp

@@ -1,0 +1,35 @@
+// AgentService.Connect: one bidirectional stream per agent, on gRPC's callback API so that
+// thousands of streams need no thread each.
+//
+// Stream life: the first message must be Hello. Authentication, the agents-table upsert and
+// loading the live version are blocking, so they run on DbWorkers, never on a gRPC callback
+// thread; so do all database writes caused by later messages (Ack, Nack, Heartbeat) and by the
+// stream's end. Snapshots are written as pre-encoded bytes (see snapshot_encoding.h).
+#pragma once
+
+#include <memory>
+
+namespace grpc {
+class Service;
+}
+
+namespace flexgate::cp {
+
+class Authenticator;
+class ConfigStore;
+class CpMetrics;
+class DbWorkers;
+class Distributor;
+
+struct AgentServiceDeps {
+  ConfigStore* store = nullptr;
+  Authenticator* auth = nullptr;
+  Distributor* distributor = nullptr;
+  DbWorkers* workers = nullptr;
+  CpMetrics* metrics = nullptr;
+};
+
+// The deps must outlive the returned service and the server it is registered with.
+std::unique_ptr<grpc::Service> CreateAgentService(AgentServiceDeps deps);
+
+}  // namespace flexgate::cp

@@ -1,0 +1,37 @@
+// CpMetrics: the control plane's Prometheus metrics, in one place beside one registry, served on
+// the admin port at /metrics. prometheus-cpp counters and gauges are thread-safe.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "prometheus/counter.h"
+#include "prometheus/gauge.h"
+#include "prometheus/registry.h"
+
+namespace flexgate::cp {
+
+class CpMetrics {
+  // First member: the references below are initialized from it.
+  std::shared_ptr<prometheus::Registry> registry_;
+
+ public:
+  CpMetrics();
+
+  // The text exposition format of every metric.
+  std::string Serialize() const;
+
+  prometheus::Gauge& connected_agents;
+  prometheus::Counter& applies;            // versions stored
+  prometheus::Counter& applies_unchanged;  // applies equal to the live version
+  prometheus::Counter& applies_rejected;   // invalid, stale base, or refused
+  prometheus::Counter& validate_calls;
+  prometheus::Counter& snapshot_sends;
+  prometheus::Counter& acks;
+  prometheus::Counter& nacks;
+  prometheus::Counter& stale_replies;      // Ack/Nack with a nonce that is not current
+  prometheus::Counter& notifications;      // flexgate_config notifications received
+  prometheus::Counter& listener_reconnects;
+};
+
+}  // namespace flexgate::cp

@@ -1,0 +1,194 @@
+#include "controlplane/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/impl/codegen/service_type.h>
+
+#include <atomic>
+#include <cstdio>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/admin_server.h"
+#include "common/log.h"
+#include "controlplane/agent_service.h"
+#include "controlplane/auth.h"
+#include "controlplane/config_service.h"
+#include "controlplane/db_workers.h"
+#include "controlplane/distributor.h"
+#include "controlplane/metrics.h"
+#include "controlplane/migrations.h"
+#include "controlplane/pg.h"
+#include "controlplane/store.h"
+
+namespace flexgate::cp {
+
+// Members are declared in dependency order: destruction runs bottom-up, so the gRPC server (and
+// with it every stream) goes before the services, workers and stores it uses.
+struct CpServer::Impl {
+  CpOptions options;
+  CpMetrics metrics;
+  std::unique_ptr<PgPool> pool;
+  std::unique_ptr<ConfigStore> store;
+  std::unique_ptr<Authenticator> auth;
+  std::unique_ptr<Distributor> distributor;
+  std::unique_ptr<DbWorkers> workers;
+  std::unique_ptr<grpc::Service> config_service;
+  std::unique_ptr<grpc::Service> agent_service;
+  std::unique_ptr<grpc::Server> grpc_server;
+  std::unique_ptr<AdminServer> admin;
+  int grpc_port = 0;
+  std::atomic<bool> migrated{false};
+  std::atomic<bool> shutting_down{false};
+  bool stopped = false;
+};
+
+namespace {
+
+// Connects and migrates, retrying an unreachable database until `wait` has passed: in a fresh
+// deployment the database often starts after the control plane.
+absl::Status MigrateWithRetry(PgPool& pool, absl::Duration wait) {
+  auto migrations = OrderMigrations(EmbeddedMigrations());
+  if (!migrations.ok()) return migrations.status();
+  const absl::Time deadline = absl::Now() + wait;
+  absl::Duration backoff = absl::Milliseconds(100);
+  for (;;) {
+    absl::Status s;
+    auto conn = pool.Acquire();
+    if (conn.ok()) {
+      auto report = ApplyMigrations(**conn, *migrations);
+      if (report.ok()) {
+        FG_LOG_INFO("schema ready", {{"schema_version", report->latest_version},
+                                     {"applied", report->applied}});
+        return absl::OkStatus();
+      }
+      s = report.status();
+    } else {
+      s = conn.status();
+    }
+    if (!absl::IsUnavailable(s) || absl::Now() + backoff > deadline) return s;
+    FG_LOG_WARN("database not ready, retrying",
+                {{"error", std::string(s.message())},
+                 {"retry_ms", absl::ToInt64Milliseconds(backoff)}});
+    absl::SleepFor(backoff);
+    backoff = std::min(backoff * 2, absl::Seconds(2));
+  }
+}
+
+}  // namespace
+
+CpServer::CpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+CpServer::~CpServer() { Shutdown(); }
+
+int CpServer::grpc_port() const { return impl_->grpc_port; }
+int CpServer::admin_port() const { return impl_->admin ? impl_->admin->port() : 0; }
+
+absl::StatusOr<std::unique_ptr<CpServer>> CpServer::Start(const CpOptions& options) {
+  if (options.database_url.empty()) {
+    return absl::InvalidArgumentError(
+        "no database: pass --database-url or set FLEXGATE_DATABASE_URL");
+  }
+  auto impl = std::make_unique<Impl>();
+  Impl& m = *impl;
+  m.options = options;
+  m.pool = std::make_unique<PgPool>(
+      PgPool::Options{options.database_url, std::max(1, options.db_pool_size)});
+  m.store = std::make_unique<ConfigStore>(m.pool.get());
+  m.auth = std::make_unique<Authenticator>(m.pool.get());
+  FG_LOG_INFO("starting", {{"database", RedactDatabaseUrl(options.database_url)},
+                           {"pool_size", options.db_pool_size}});
+
+  absl::Status s = MigrateWithRetry(*m.pool, options.database_wait);
+  if (!s.ok()) return s;
+  auto generated = m.store->Bootstrap(options.bootstrap_admin_key);
+  if (!generated.ok()) return generated.status();
+  if (generated->has_value()) {
+    // Printed once, as a plain line outside the JSON log: the only time the key is visible.
+    std::string line = absl::StrCat(
+        "\nNo admin key existed, so one was created for tenant \"", kDefaultTenant,
+        "\". It is shown only now:\n\n    ", **generated,
+        "\n\nUse it as flexctl --token (or FLEXGATE_TOKEN).\n\n");
+    std::fputs(line.c_str(), stderr);
+    std::fflush(stderr);
+    FG_LOG_INFO("generated bootstrap admin key", {{"tenant", kDefaultTenant}});
+  }
+  m.migrated.store(true);
+
+  m.distributor = std::make_unique<Distributor>(options.database_url, m.store.get(), &m.metrics);
+  s = m.distributor->Start();
+  if (!s.ok()) return s;
+  m.workers = std::make_unique<DbWorkers>(options.db_workers);
+
+  m.config_service = CreateConfigService({m.store.get(), m.auth.get(), &m.metrics});
+  m.agent_service = CreateAgentService(
+      {m.store.get(), m.auth.get(), m.distributor.get(), m.workers.get(), &m.metrics});
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &m.grpc_port);
+  builder.RegisterService(m.config_service.get());
+  builder.RegisterService(m.agent_service.get());
+  // Agents keep their streams open for days; keepalive finds dead peers behind NATs.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60 * 1000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20 * 1000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10 * 1000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  m.grpc_server = builder.BuildAndStart();
+  if (m.grpc_server == nullptr || m.grpc_port == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen));
+  }
+
+  auto admin = AdminServer::Create(options.admin);
+  if (!admin.ok()) return admin.status();
+  m.admin = std::move(admin).value();
+  Impl* raw = &m;
+  m.admin->Handle("/health/live", [](const AdminRequest&) {
+    return AdminResponse{200, "text/plain; charset=utf-8", "live\n"};
+  });
+  m.admin->Handle("/health/ready", [raw](const AdminRequest&) {
+    // Never does I/O here: the listener's connection state stands for database reachability.
+    if (raw->shutting_down.load()) return AdminResponse{503, "text/plain; charset=utf-8", "shutting down\n"};
+    if (!raw->migrated.load()) return AdminResponse{503, "text/plain; charset=utf-8", "migrating\n"};
+    if (!raw->distributor->listening()) {
+      return AdminResponse{503, "text/plain; charset=utf-8", "database unreachable\n"};
+    }
+    return AdminResponse{200, "text/plain; charset=utf-8", "ready\n"};
+  });
+  m.admin->Handle("/metrics", [raw](const AdminRequest&) {
+    return AdminResponse{200, "text/plain; version=0.0.4; charset=utf-8", raw->metrics.Serialize()};
+  });
+  s = m.admin->Start();
+  if (!s.ok()) return s;
+
+  FG_LOG_INFO("listening", {{"grpc_port", m.grpc_port},
+                            {"admin_port", static_cast<int>(m.admin->port())},
+                            {"listen", options.listen},
+                            {"admin", options.admin}});
+  return std::unique_ptr<CpServer>(new CpServer(std::move(impl)));
+}
+
+void CpServer::Shutdown() {
+  Impl& m = *impl_;
+  if (m.stopped) return;
+  m.stopped = true;
+  m.shutting_down.store(true);
+  FG_LOG_INFO("shutting down");
+  if (m.grpc_server) {
+    if (auto* health = m.grpc_server->GetHealthCheckService()) health->Shutdown();
+    // Agent streams never end on their own: end them now so agents reconnect to another replica,
+    // then give unary RPCs the grace period.
+    m.distributor->CloseAll();
+    m.grpc_server->Shutdown(std::chrono::system_clock::now() +
+                            absl::ToChronoMilliseconds(m.options.shutdown_grace));
+    m.grpc_server->Wait();
+  }
+  if (m.distributor) m.distributor->Stop();
+  m.workers.reset();  // Runs the queued disconnect writes first.
+  if (m.admin) m.admin->Stop();
+  FG_LOG_INFO("stopped");
+}
+
+}  // namespace flexgate::cp

@@ -1,0 +1,327 @@
+#include "controlplane/store.h"
+
+#include <openssl/rand.h>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/canonical.h"
+#include "common/log.h"
+
+namespace flexgate::cp {
+namespace {
+
+// Serializes bootstrap work of replicas that start together on an empty database.
+constexpr int64_t kBootstrapLockKey = 0x466c6578'426f6f74;  // "FlexBoot"
+
+std::string LabelsJson(const std::map<std::string, std::string>& labels) {
+  std::string out = "{";
+  bool first = true;
+  for (const auto& [k, v] : labels) {
+    if (!first) out += ',';
+    first = false;
+    AppendJsonString(out, k);
+    out += ':';
+    AppendJsonString(out, v);
+  }
+  out += '}';
+  return out;
+}
+
+constexpr char kVersionColumns[] =
+    "v.tenant_id, v.version, v.hash, v.message, "
+    "(extract(epoch FROM v.created_at) * 1000000)::bigint, "
+    "COALESCE(NULLIF(k.name, ''), 'key-' || v.author_key_id::text, '')";
+
+StoredVersion VersionFromRow(const PgResult& r, int row) {
+  StoredVersion v;
+  v.tenant_id = r.GetInt64(row, 0);
+  v.version = static_cast<uint64_t>(r.GetInt64(row, 1));
+  v.hash = r.GetString(row, 2);
+  v.message = r.GetString(row, 3);
+  v.created_at = absl::FromUnixMicros(r.GetInt64(row, 4));
+  v.author = r.GetString(row, 5);
+  return v;
+}
+
+}  // namespace
+
+std::string GenerateApiKey() {
+  unsigned char buf[32];
+  if (RAND_bytes(buf, sizeof(buf)) != 1) {
+    // Without randomness no key is safe; this is an impossible state on a working system.
+    FG_LOG_ERROR("RAND_bytes failed");
+    std::abort();
+  }
+  std::string out;
+  absl::WebSafeBase64Escape(absl::string_view(reinterpret_cast<const char*>(buf), sizeof(buf)),
+                            &out);
+  return "fgk_" + out;
+}
+
+absl::StatusOr<std::optional<std::string>> ConfigStore::Bootstrap(
+    const std::optional<std::string>& bootstrap_key) {
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  std::optional<std::string> generated;
+  absl::Status s = InTransaction(**conn, [&](PgConn& c) -> absl::Status {
+    auto lock = c.Exec("SELECT pg_advisory_xact_lock($1)", {PgParam::Int(kBootstrapLockKey)});
+    if (!lock.ok()) return lock.status();
+    auto ins = c.Exec(
+        "INSERT INTO tenants (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING tenant_id",
+        {PgParam::Text(kDefaultTenant)});
+    if (!ins.ok()) return ins.status();
+    auto tenant = c.Exec("SELECT tenant_id FROM tenants WHERE name = $1",
+                         {PgParam::Text(kDefaultTenant)});
+    if (!tenant.ok()) return tenant.status();
+    const int64_t tenant_id = tenant->GetInt64(0, 0);
+    if (ins->rows() == 1) {
+      auto audit = c.Exec(
+          "INSERT INTO audit_log (tenant_id, action, target, summary) "
+          "VALUES ($1, 'tenant.create', $2, 'created at first start')",
+          {PgParam::Int(tenant_id), PgParam::Text(kDefaultTenant)});
+      if (!audit.ok()) return audit.status();
+    }
+
+    std::string key_hash;
+    std::string key_name;
+    if (bootstrap_key.has_value()) {
+      key_hash = Sha256Hex(*bootstrap_key);
+      key_name = "bootstrap";
+    } else {
+      auto any = c.Exec("SELECT 1 FROM api_keys WHERE role = 'admin' AND revoked_at IS NULL LIMIT 1");
+      if (!any.ok()) return any.status();
+      if (any->rows() > 0) return absl::OkStatus();
+      generated = GenerateApiKey();
+      key_hash = Sha256Hex(*generated);
+      key_name = "generated-at-first-start";
+    }
+    auto key = c.Exec(
+        "INSERT INTO api_keys (tenant_id, key_hash, role, name) VALUES ($1, $2, 'admin', $3) "
+        "ON CONFLICT (key_hash) DO NOTHING RETURNING key_id",
+        {PgParam::Int(tenant_id), PgParam::Text(key_hash), PgParam::Text(key_name)});
+    if (!key.ok()) return key.status();
+    if (key->rows() == 1) {
+      auto audit = c.Exec(
+          "INSERT INTO audit_log (tenant_id, action, target, summary) "
+          "VALUES ($1, 'key.create', $2, 'bootstrap admin key')",
+          {PgParam::Int(tenant_id), PgParam::Text(absl::StrCat("key-", key->GetInt64(0, 0)))});
+      if (!audit.ok()) return audit.status();
+    }
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return s;
+  return generated;
+}
+
+absl::StatusOr<int64_t> ConfigStore::TenantId(const std::string& name) {
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  auto r = (*conn)->Exec("SELECT tenant_id FROM tenants WHERE name = $1", {PgParam::Text(name)});
+  if (!r.ok()) return r.status();
+  if (r->rows() == 0) return absl::NotFoundError(absl::StrCat("no tenant \"", name, "\""));
+  return r->GetInt64(0, 0);
+}
+
+absl::StatusOr<LiveVersion> ConfigStore::GetLive(int64_t tenant_id) {
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  auto r = (*conn)->Exec("SELECT live_version, live_hash FROM tenants WHERE tenant_id = $1",
+                         {PgParam::Int(tenant_id)});
+  if (!r.ok()) return r.status();
+  if (r->rows() == 0) return absl::NotFoundError("no such tenant");
+  return LiveVersion{static_cast<uint64_t>(r->GetInt64(0, 0)), r->GetString(0, 1)};
+}
+
+absl::StatusOr<std::map<int64_t, LiveVersion>> ConfigStore::GetLiveMany(
+    const std::vector<int64_t>& tenants) {
+  std::map<int64_t, LiveVersion> out;
+  if (tenants.empty()) return out;
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  // One round trip for all tenants: the id list travels as one array parameter.
+  auto r = (*conn)->Exec(
+      "SELECT tenant_id, live_version, live_hash FROM tenants "
+      "WHERE tenant_id = ANY($1::bigint[]) AND live_version > 0",
+      {PgParam::Text(absl::StrCat("{", absl::StrJoin(tenants, ","), "}"))});
+  if (!r.ok()) return r.status();
+  for (int i = 0; i < r->rows(); ++i) {
+    out[r->GetInt64(i, 0)] =
+        LiveVersion{static_cast<uint64_t>(r->GetInt64(i, 1)), r->GetString(i, 2)};
+  }
+  return out;
+}
+
+absl::StatusOr<ApplyOutcome> ConfigStore::Apply(const Principal& who, int64_t tenant_id,
+                                                const std::string& hash, const std::string& body,
+                                                std::optional<uint64_t> base_version,
+                                                const std::string& message) {
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  ApplyOutcome out;
+  absl::Status s = InTransaction(**conn, [&](PgConn& c) -> absl::Status {
+    // The row lock serializes applies of one tenant across all replicas, so "read live, insert
+    // live+1" cannot interleave.
+    auto live = c.Exec(
+        "SELECT live_version, live_hash FROM tenants WHERE tenant_id = $1 FOR UPDATE",
+        {PgParam::Int(tenant_id)});
+    if (!live.ok()) return live.status();
+    if (live->rows() == 0) return absl::NotFoundError("no such tenant");
+    const uint64_t live_version = static_cast<uint64_t>(live->GetInt64(0, 0));
+    const std::string live_hash = live->GetString(0, 1);
+    if (base_version.has_value() && *base_version != live_version) {
+      return absl::AbortedError(absl::StrCat("base version ", *base_version,
+                                             " is stale: the live version is ", live_version));
+    }
+    if (live_version > 0 && live_hash == hash) {
+      out = ApplyOutcome{live_version, live_hash, true};
+      return absl::OkStatus();
+    }
+    const uint64_t next = live_version + 1;
+    auto ins = c.Exec(
+        "INSERT INTO config_versions (tenant_id, version, hash, body, author_key_id, message) "
+        "VALUES ($1, $2, $3, $4, $5, $6)",
+        {PgParam::Int(tenant_id), PgParam::Uint(next), PgParam::Text(hash), PgParam::Bytes(body),
+         who.key_id > 0 ? PgParam::Int(who.key_id) : PgParam::Null(), PgParam::Text(message)});
+    if (!ins.ok()) return ins.status();
+    auto upd = c.Exec("UPDATE tenants SET live_version = $2, live_hash = $3 WHERE tenant_id = $1",
+                      {PgParam::Int(tenant_id), PgParam::Uint(next), PgParam::Text(hash)});
+    if (!upd.ok()) return upd.status();
+    auto audit = c.Exec(
+        "INSERT INTO audit_log (tenant_id, actor_key_id, action, target, summary) "
+        "VALUES ($1, $2, 'config.apply', $3, $4)",
+        {PgParam::Int(tenant_id), who.key_id > 0 ? PgParam::Int(who.key_id) : PgParam::Null(),
+         PgParam::Text(absl::StrCat("version ", next)),
+         PgParam::Text(absl::StrCat("version ", live_version, " -> ", next, " hash ",
+                                    hash.substr(0, 12)))});
+    if (!audit.ok()) return audit.status();
+    // Delivered to listeners only when (and if) the transaction commits.
+    auto notify = c.Exec("SELECT pg_notify($1, $2)",
+                         {PgParam::Text(kConfigChannel),
+                          PgParam::Text(absl::StrCat(tenant_id, ":", next))});
+    if (!notify.ok()) return notify.status();
+    out = ApplyOutcome{next, hash, false};
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<StoredVersion> ConfigStore::GetVersion(int64_t tenant_id, uint64_t version) {
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  std::string sql = absl::StrCat(
+      "SELECT ", kVersionColumns, ", v.body FROM config_versions v "
+      "LEFT JOIN api_keys k ON k.tenant_id = v.tenant_id AND k.key_id = v.author_key_id "
+      "WHERE v.tenant_id = $1 AND v.version = ",
+      version == 0 ? "(SELECT live_version FROM tenants WHERE tenant_id = $1)" : "$2");
+  std::vector<PgParam> params = {PgParam::Int(tenant_id)};
+  if (version != 0) params.push_back(PgParam::Uint(version));
+  auto r = (*conn)->Exec(sql, params);
+  if (!r.ok()) return r.status();
+  if (r->rows() == 0) {
+    return absl::NotFoundError(version == 0 ? std::string("no config has been applied yet")
+                                            : absl::StrCat("no version ", version));
+  }
+  StoredVersion v = VersionFromRow(*r, 0);
+  v.body = r->GetBytes(0, 6);
+  return v;
+}
+
+absl::StatusOr<std::vector<StoredVersion>> ConfigStore::ListVersions(int64_t tenant_id,
+                                                                     uint64_t before, int limit) {
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  auto r = (*conn)->Exec(
+      absl::StrCat("SELECT ", kVersionColumns, " FROM config_versions v "
+                   "LEFT JOIN api_keys k ON k.tenant_id = v.tenant_id AND k.key_id = v.author_key_id "
+                   "WHERE v.tenant_id = $1 AND ($2::bigint = 0 OR v.version < $2::bigint) "
+                   "ORDER BY v.version DESC LIMIT $3"),
+      {PgParam::Int(tenant_id), PgParam::Uint(before), PgParam::Int(limit)});
+  if (!r.ok()) return r.status();
+  std::vector<StoredVersion> out;
+  out.reserve(r->rows());
+  for (int i = 0; i < r->rows(); ++i) out.push_back(VersionFromRow(*r, i));
+  return out;
+}
+
+absl::StatusOr<uint64_t> ConfigStore::AgentConnected(const AgentHelloRecord& h) {
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  auto r = (*conn)
+      ->Exec(
+          "INSERT INTO agents (tenant_id, agent_id, labels, agent_version, connected, "
+          "  connected_at, last_seen, applied_version, applied_hash, session_id) "
+          "VALUES ($1, $2, $3::jsonb, $4, true, now(), now(), $5, $6, $7) "
+          "ON CONFLICT (tenant_id, agent_id) DO UPDATE SET labels = EXCLUDED.labels, "
+          "  agent_version = EXCLUDED.agent_version, connected = true, connected_at = now(), "
+          "  last_seen = now(), applied_version = EXCLUDED.applied_version, "
+          "  applied_hash = EXCLUDED.applied_hash, session_id = EXCLUDED.session_id "
+          "RETURNING COALESCE(last_nack_version, 0)",
+          {PgParam::Int(h.tenant_id), PgParam::Text(h.agent_id), PgParam::Text(LabelsJson(h.labels)),
+           PgParam::Text(h.agent_version), PgParam::Uint(h.applied_version),
+           PgParam::Text(h.applied_hash), PgParam::Text(h.session_id)});
+  if (!r.ok()) return r.status();
+  return static_cast<uint64_t>(r->GetInt64(0, 0));
+}
+
+absl::Status ConfigStore::AgentHeartbeat(int64_t tenant_id, const std::string& agent_id,
+                                         uint64_t applied_version,
+                                         const std::string& applied_hash, bool healthy) {
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  return (*conn)
+      ->Exec(
+          "UPDATE agents SET last_seen = now(), applied_version = $3, applied_hash = $4, "
+          "  healthy = $5 WHERE tenant_id = $1 AND agent_id = $2",
+          {PgParam::Int(tenant_id), PgParam::Text(agent_id), PgParam::Uint(applied_version),
+           PgParam::Text(applied_hash), PgParam::Bool(healthy)})
+      .status();
+}
+
+absl::Status ConfigStore::AgentAcked(int64_t tenant_id, const std::string& agent_id,
+                                     uint64_t version, const std::string& hash,
+                                     std::optional<double> apply_ms) {
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  return (*conn)
+      ->Exec(
+          "UPDATE agents SET last_seen = now(), applied_version = $3, applied_hash = $4, "
+          "  applied_at = now(), apply_duration_ms = $5 WHERE tenant_id = $1 AND agent_id = $2",
+          {PgParam::Int(tenant_id), PgParam::Text(agent_id), PgParam::Uint(version),
+           PgParam::Text(hash),
+           apply_ms ? PgParam::Text(absl::StrCat(*apply_ms)) : PgParam::Null()})
+      .status();
+}
+
+absl::Status ConfigStore::AgentNacked(int64_t tenant_id, const std::string& agent_id,
+                                      uint64_t version, const std::string& error) {
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  return (*conn)
+      ->Exec(
+          "UPDATE agents SET last_seen = now(), last_nack_version = $3, last_nack_error = $4, "
+          "  last_nack_at = now() WHERE tenant_id = $1 AND agent_id = $2",
+          {PgParam::Int(tenant_id), PgParam::Text(agent_id), PgParam::Uint(version),
+           PgParam::Text(error)})
+      .status();
+}
+
+absl::Status ConfigStore::AgentDisconnected(int64_t tenant_id, const std::string& agent_id,
+                                             const std::string& session_id) {
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  return (*conn)
+      ->Exec("UPDATE agents SET connected = false, last_seen = now() "
+             "WHERE tenant_id = $1 AND agent_id = $2 AND session_id = $3",
+             {PgParam::Int(tenant_id), PgParam::Text(agent_id), PgParam::Text(session_id)})
+      .status();
+}
+
+bool ConfigStore::Ping() {
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return false;
+  return (*conn)->Exec("SELECT 1").ok();
+}
+
+}  // namespace flexgate::cp

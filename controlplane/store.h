@@ -1,0 +1,111 @@
+// ConfigStore: the control plane's persistent state in PostgreSQL — tenants, API keys, immutable
+// config versions, agents and the audit trail. Every method is blocking (it takes a connection
+// from the pool), thread-safe, and returns UNAVAILABLE when the database cannot be reached.
+// Callers on gRPC callback threads must not call it directly (see AgentService's DbWorkers).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "controlplane/auth.h"
+#include "controlplane/pg.h"
+
+namespace flexgate::cp {
+
+inline constexpr char kDefaultTenant[] = "default";
+// The NOTIFY channel for new config versions; payload "<tenant_id>:<version>".
+inline constexpr char kConfigChannel[] = "flexgate_config";
+
+struct StoredVersion {
+  int64_t tenant_id = 0;
+  uint64_t version = 0;
+  std::string hash;
+  std::string body;  // canonical serialization; empty in listings
+  std::string author;
+  std::string message;
+  absl::Time created_at;
+};
+
+struct LiveVersion {
+  uint64_t version = 0;  // 0 = no config yet
+  std::string hash;
+};
+
+struct ApplyOutcome {
+  uint64_t version = 0;
+  std::string hash;
+  bool unchanged = false;
+};
+
+struct AgentHelloRecord {
+  int64_t tenant_id = 0;
+  std::string agent_id;
+  std::map<std::string, std::string> labels;
+  std::string agent_version;
+  uint64_t applied_version = 0;
+  std::string applied_hash;
+  // Unique per stream, so that a late "disconnected" of an old stream does not mark an agent
+  // offline that has already reconnected (to this or another replica).
+  std::string session_id;
+};
+
+class ConfigStore {
+ public:
+  explicit ConfigStore(PgPool* pool) : pool_(pool) {}
+
+  // Start-up: makes sure tenant `default` exists and an admin key is usable. With
+  // `bootstrap_key`, an admin key with that key's hash exists afterwards. Without one, and when
+  // no admin key exists at all, a random key is created and returned (the caller prints it
+  // once); otherwise returns nullopt. Safe against replicas starting together.
+  absl::StatusOr<std::optional<std::string>> Bootstrap(
+      const std::optional<std::string>& bootstrap_key);
+
+  absl::StatusOr<int64_t> TenantId(const std::string& name);
+  absl::StatusOr<LiveVersion> GetLive(int64_t tenant_id);
+  // Live versions of the given tenants (tenants without config are left out).
+  absl::StatusOr<std::map<int64_t, LiveVersion>> GetLiveMany(const std::vector<int64_t>& tenants);
+
+  // Stores a new version unless `hash` equals the live hash (then unchanged=true). With
+  // `base_version`, ABORTED unless the live version is still that one. Serialized per tenant by
+  // a row lock; notifies kConfigChannel in the same transaction (delivered on commit).
+  absl::StatusOr<ApplyOutcome> Apply(const Principal& who, int64_t tenant_id,
+                                     const std::string& hash, const std::string& body,
+                                     std::optional<uint64_t> base_version,
+                                     const std::string& message);
+
+  // version 0 = the live version. NOT_FOUND when there is no such version.
+  absl::StatusOr<StoredVersion> GetVersion(int64_t tenant_id, uint64_t version);
+  // Newest first, versions strictly below `before` (0 = from the newest), at most `limit`.
+  absl::StatusOr<std::vector<StoredVersion>> ListVersions(int64_t tenant_id, uint64_t before,
+                                                          int limit);
+
+  // Agent stream events. AgentConnected upserts the agent as connected and returns the last
+  // version it NACKed (0 = none), which must not be sent to it again.
+  absl::StatusOr<uint64_t> AgentConnected(const AgentHelloRecord& hello);
+  absl::Status AgentHeartbeat(int64_t tenant_id, const std::string& agent_id,
+                              uint64_t applied_version, const std::string& applied_hash,
+                              bool healthy);
+  absl::Status AgentAcked(int64_t tenant_id, const std::string& agent_id, uint64_t version,
+                          const std::string& hash, std::optional<double> apply_ms);
+  absl::Status AgentNacked(int64_t tenant_id, const std::string& agent_id, uint64_t version,
+                           const std::string& error);
+  absl::Status AgentDisconnected(int64_t tenant_id, const std::string& agent_id,
+                                 const std::string& session_id);
+
+  // True when the database answers (for /health/ready).
+  bool Ping();
+
+ private:
+  PgPool* const pool_;
+};
+
+// A new random API key ("fgk_" + 43 URL-safe characters, 256 bits).
+std::string GenerateApiKey();
+
+}  // namespace flexgate::cp

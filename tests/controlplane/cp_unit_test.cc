@@ -1,0 +1,202 @@
+// Unit tests of the control plane's pure parts: API-key parsing and authorization, the per-stream
+// distribution state machine, migration ordering, encode-once snapshot framing, page tokens.
+#include <catch2/catch.hpp>
+
+#include <string>
+
+#include "common/canonical.h"
+#include "controlplane/agent_stream_state.h"
+#include "controlplane/auth.h"
+#include "controlplane/config_service.h"
+#include "controlplane/migrations.h"
+#include "controlplane/snapshot_encoding.h"
+#include "flexgate/v1/agent.pb.h"
+
+namespace flexgate::cp {
+namespace {
+
+TEST_CASE("ParseBearer accepts the Bearer scheme and refuses everything else") {
+  CHECK(ParseBearer("Bearer abc123").value() == "abc123");
+  CHECK(ParseBearer("bearer abc123").value() == "abc123");
+  CHECK(ParseBearer("  BEARER   fgk_x-y_z  ").value() == "fgk_x-y_z");
+  for (const char* bad : {"", "   ", "Bearer", "Bearer ", "Basic abc", "Bearerabc", "abc",
+                          "Bearer a b"}) {
+    INFO("header: \"" << bad << "\"");
+    auto key = ParseBearer(bad);
+    REQUIRE_FALSE(key.ok());
+    CHECK(absl::IsUnauthenticated(key.status()));
+  }
+}
+
+TEST_CASE("Authorize checks tenant and role") {
+  Principal viewer{1, 10, "default", Role::kViewer};
+  Principal editor{2, 10, "default", Role::kEditor};
+  Principal admin{3, 10, "default", Role::kAdmin};
+
+  CHECK(Authorize(viewer, "", Access::kRead).value() == "default");
+  CHECK(Authorize(viewer, "default", Access::kRead).value() == "default");
+  CHECK(absl::IsPermissionDenied(Authorize(viewer, "", Access::kWrite).status()));
+  CHECK(Authorize(editor, "", Access::kWrite).ok());
+  CHECK(absl::IsPermissionDenied(Authorize(editor, "", Access::kAdmin).status()));
+  CHECK(Authorize(admin, "", Access::kAdmin).ok());
+  // Another tenant is refused for every kind of access, even for an admin.
+  for (Access a : {Access::kRead, Access::kWrite, Access::kAdmin}) {
+    CHECK(absl::IsPermissionDenied(Authorize(admin, "other", a).status()));
+  }
+}
+
+TEST_CASE("ParseRole round-trips the three roles") {
+  for (Role r : {Role::kAdmin, Role::kEditor, Role::kViewer}) {
+    CHECK(ParseRole(RoleName(r)).value() == r);
+  }
+  CHECK(absl::IsInvalidArgument(ParseRole("root").status()));
+}
+
+using State = AgentStreamState<int>;
+
+TEST_CASE("Stream state sends at once when idle and assigns a fresh nonce per snapshot") {
+  State s;
+  auto first = s.Offer(1, "h1", 100);
+  REQUIRE(first.has_value());
+  CHECK(first->version == 1);
+  CHECK(first->payload == 100);
+  CHECK(s.write_in_flight());
+  CHECK_FALSE(s.WriteDone().has_value());
+  auto second = s.Offer(2, "h2", 200);
+  REQUIRE(second.has_value());
+  CHECK(second->nonce != first->nonce);
+}
+
+TEST_CASE("Stream state sends only the newest version pending behind a write") {
+  State s;
+  REQUIRE(s.Offer(1, "h1", 1).has_value());
+  // Versions 2, 3 and 4 arrive while version 1 is still being written.
+  CHECK_FALSE(s.Offer(2, "h2", 2).has_value());
+  CHECK_FALSE(s.Offer(3, "h3", 3).has_value());
+  CHECK_FALSE(s.Offer(4, "h4", 4).has_value());
+  CHECK(s.pending_version() == 4u);
+  auto next = s.WriteDone();
+  REQUIRE(next.has_value());
+  CHECK(next->version == 4);
+  CHECK(next->payload == 4);
+  CHECK_FALSE(s.WriteDone().has_value());
+  // Older or repeated versions (duplicate notifications, reloads) are ignored.
+  CHECK_FALSE(s.Offer(3, "h3", 3).has_value());
+  CHECK_FALSE(s.Offer(4, "h4", 4).has_value());
+}
+
+TEST_CASE("Stream state ignores replies with a stale nonce") {
+  State s;
+  auto v1 = s.Offer(1, "h1", 1);
+  s.WriteDone();
+  auto v2 = s.Offer(2, "h2", 2);
+  s.WriteDone();
+  REQUIRE(v1.has_value());
+  REQUIRE(v2.has_value());
+  CHECK(s.OnAck(v1->nonce, "h1") == State::Reply::kStale);
+  CHECK(s.OnNack(v1->nonce) == State::Reply::kStale);
+  CHECK(s.OnAck("bogus", "h2") == State::Reply::kStale);
+  CHECK(s.applied_version() == 0);
+  CHECK(s.OnAck(v2->nonce, "h2") == State::Reply::kAccepted);
+  CHECK(s.applied_version() == 2);
+  CHECK(s.applied_hash() == "h2");
+}
+
+TEST_CASE("Stream state never sends a NACKed version again") {
+  State s;
+  s.SetApplied(1, "h1");
+  auto v2 = s.Offer(2, "h2", 2);
+  REQUIRE(v2.has_value());
+  s.WriteDone();
+  CHECK(s.OnNack(v2->nonce) == State::Reply::kAccepted);
+  CHECK(s.IsRejected(2));
+  CHECK(s.applied_version() == 1);  // the agent stays on its previous version
+  CHECK_FALSE(s.Offer(2, "h2", 2).has_value());
+  // A newer version is sent normally.
+  auto v3 = s.Offer(3, "h3", 3);
+  REQUIRE(v3.has_value());
+  CHECK(v3->version == 3);
+
+  // A rejection recorded on an earlier stream is honoured by a new one.
+  State fresh;
+  fresh.MarkRejected(7);
+  CHECK_FALSE(fresh.Offer(7, "h7", 7).has_value());
+  CHECK(fresh.Offer(8, "h8", 8).has_value());
+}
+
+TEST_CASE("Stream state does not send what the agent already serves") {
+  State s;
+  s.SetApplied(5, "h5");
+  CHECK_FALSE(s.Offer(5, "h5", 5).has_value());
+  // Same content under a newer version number (e.g. a rollback): also not sent.
+  CHECK_FALSE(s.Offer(6, "h5", 6).has_value());
+  CHECK(s.Offer(7, "h7", 7).has_value());
+}
+
+TEST_CASE("OrderMigrations sorts by number and refuses bad sets") {
+  auto ordered = OrderMigrations({{"0010_ten.sql", "c"}, {"0002_two.sql", "b"},
+                                  {"0001_init.sql", "a"}});
+  REQUIRE(ordered.ok());
+  REQUIRE(ordered->size() == 3);
+  CHECK((*ordered)[0].version == 1);
+  CHECK((*ordered)[0].name == "init");
+  CHECK((*ordered)[0].sql == "a");
+  CHECK((*ordered)[1].version == 2);
+  CHECK((*ordered)[2].version == 10);
+  CHECK((*ordered)[2].name == "ten");
+
+  CHECK(absl::IsInvalidArgument(
+      OrderMigrations({{"0001_a.sql", ""}, {"001_b.sql", ""}}).status()));  // duplicate 1
+  for (const char* bad : {"init.sql", "0001.sql", "0001_.sql", "00x1_a.sql", "0000_zero.sql",
+                          "0001_a.txt"}) {
+    INFO(bad);
+    CHECK(absl::IsInvalidArgument(OrderMigrations({{bad, ""}}).status()));
+  }
+}
+
+TEST_CASE("The embedded migrations form a valid gapless sequence starting at 1") {
+  auto ordered = OrderMigrations(EmbeddedMigrations());
+  REQUIRE(ordered.ok());
+  REQUIRE_FALSE(ordered->empty());
+  for (size_t i = 0; i < ordered->size(); ++i) {
+    CHECK((*ordered)[i].version == static_cast<int>(i + 1));
+    CHECK((*ordered)[i].sql.find("CREATE") != std::string::npos);
+  }
+}
+
+TEST_CASE("Encode-once framing produces a complete ControlMessage per stream") {
+  flexgate::v1::Config config;
+  auto* c = config.add_clusters();
+  c->set_name("web");
+  auto* e = c->add_endpoints();
+  e->set_address("127.0.0.1");
+  e->set_port(8081);
+  const std::string body = CanonicalBytes(config);
+  const std::string hash = Sha256Hex(body);
+  auto prepared = PrepareSnapshot(7, 42, hash, body);
+
+  for (const auto& [nonce, agent] : {std::pair<std::string, std::string>{"1", "agent-a"},
+                                     {"17", "agent-b"}, {"3", ""}}) {
+    SnapshotFrame f = FrameSnapshot(*prepared, nonce, agent);
+    flexgate::v1::ControlMessage msg;
+    REQUIRE(msg.ParseFromString(f.header + prepared->prefix + f.suffix));
+    REQUIRE(msg.has_snapshot());
+    const auto& snap = msg.snapshot();
+    CHECK(snap.version() == 42);
+    CHECK(snap.hash() == hash);
+    CHECK(snap.nonce() == nonce);
+    CHECK(snap.agent_id() == agent);
+    CHECK(ConfigHash(snap.config()) == hash);
+    CHECK(snap.config().clusters(0).endpoints(0).port() == 8081);
+  }
+}
+
+TEST_CASE("Page tokens round-trip and garbage is refused") {
+  CHECK(DecodePageToken("").value() == 0);
+  CHECK(DecodePageToken(EncodePageToken(17)).value() == 17);
+  CHECK(absl::IsInvalidArgument(DecodePageToken("nonsense").status()));
+  CHECK(absl::IsInvalidArgument(DecodePageToken(EncodePageToken(0)).status()));
+}
+
+}  // namespace
+}  // namespace flexgate::cp
