@@ -47,6 +47,9 @@ struct ProxyStats {
   uint64_t bytes_received = 0;
   uint64_t bytes_sent = 0;
   uint64_t route_table_swaps = 0;
+  uint64_t upstream_timeouts = 0;  // connect and request timeouts
+  uint64_t upstream_retries = 0;
+  uint64_t bad_requests = 0;       // malformed or oversized requests answered 4xx and closed
 };
 
 class ProxyServer {
@@ -75,6 +78,10 @@ class ProxyServer {
   virtual void Drain(absl::Duration deadline) = 0;
 
   virtual ProxyStats CollectStats() const = 0;
+
+  // After Drain: true when every worker loop closed with nothing left open (uv_loop_close == 0).
+  // Tests assert it; a false here means a leaked handle.
+  virtual bool LoopsClosedCleanly() const = 0;
 };
 
 }  // namespace flexgate::dataplane

@@ -3,23 +3,178 @@
 // Immutable once built and shared across worker threads as std::shared_ptr<const RouteTable>.
 // A request keeps the table it started with (it holds a reference) until it ends, so a swap
 // never changes the routing of an in-flight request.
+//
+// Lookup is indexed so that its cost does not grow with the number of routes in the common
+// cases: routes are bucketed by host (exact name, "*.suffix" wildcard, or any host); inside a
+// bucket exact paths sit in a hash map and prefixes in one hash map per distinct prefix length.
+// Only regex routes and routes without a path match are scanned. All candidates are then checked
+// in configuration order (route index), so "first match wins" holds exactly.
 #pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "flexgate/v1/config.pb.h"
+
+namespace re2 {
+class RE2;
+}
 
 namespace flexgate::dataplane {
 
 class RouteTable;
 
 // Compiles a config that has passed ValidateConfig. Returns INVALID_ARGUMENT for anything the
-// compiler cannot represent (the validator should have caught it first).
+// compiler cannot represent (the validator should have caught it first). Endpoint host names
+// that are not IP literals are resolved here with getaddrinfo, so call it off the request path
+// (the control thread), never on a worker loop.
 absl::StatusOr<std::shared_ptr<const RouteTable>> CompileRouteTable(
     const flexgate::v1::Config& config, uint64_t version, std::string hash);
+
+// One upstream endpoint, resolved to a socket address at compile time.
+struct CompiledEndpoint {
+  sockaddr_storage addr{};
+  socklen_t addr_len = 0;
+  // "ip:port" ("[v6]:port" for IPv6): the key of the per-worker connection pool, so pooled
+  // connections survive table swaps that keep the endpoint.
+  std::string key;
+  uint32_t weight = 1;
+};
+
+struct CompiledCluster {
+  std::string name;
+  std::vector<CompiledEndpoint> endpoints;
+  flexgate::v1::Cluster::LbPolicy lb_policy = flexgate::v1::Cluster::ROUND_ROBIN;
+  // Round robin: endpoint indices repeated by weight (weights reduced by their gcd, capped),
+  // interleaved so that consecutive picks spread over endpoints.
+  std::vector<uint32_t> rr_schedule;
+  // Consistent hash: sorted (point, endpoint index) ring, and what is hashed.
+  std::vector<std::pair<uint64_t, uint32_t>> ring;
+  std::string hash_header;  // lower case; empty = hash the client IP
+  uint64_t connect_timeout_ms = 0;       // 0 = the agent default
+  uint32_t max_idle_per_endpoint = 32;
+  uint64_t idle_timeout_ms = 30000;
+  uint32_t max_requests_per_connection = 0;  // 0 = unlimited
+
+  // Index into `ring` for a hash value.
+  uint32_t RingLookup(uint64_t hash) const;
+};
+
+// A request/response header edit list, names lower-cased at compile time.
+struct CompiledHeaderEdits {
+  std::vector<std::pair<std::string, std::string>> set;
+  std::vector<std::pair<std::string, std::string>> add;
+  std::vector<std::string> remove;
+  bool empty() const { return set.empty() && add.empty() && remove.empty(); }
+  // True when a header of this (lower-case or not) name must be dropped from the forwarded
+  // message because it is removed or replaced.
+  bool Drops(std::string_view name) const;
+};
+
+struct CompiledHeaderMatch {
+  enum class Kind { kExact, kPrefix, kRegex, kPresent };
+  std::string name;  // lower case
+  Kind kind = Kind::kPresent;
+  std::string value;
+  std::shared_ptr<const re2::RE2> regex;
+  bool present = true;  // for kPresent: whether the header must be present
+  bool invert = false;
+};
+
+struct CompiledRoute {
+  enum class PathKind { kAny, kExact, kPrefix, kRegex };
+  enum class ActionKind { kCluster, kWeightedClusters, kRedirect, kDirectResponse };
+
+  uint32_t index = 0;  // position in config.routes: lower wins
+  std::string name;
+  PathKind path_kind = PathKind::kAny;
+  std::string path;  // exact path or prefix
+  std::shared_ptr<const re2::RE2> path_regex;
+  std::vector<std::string> methods;  // upper case; empty = any
+  std::vector<CompiledHeaderMatch> headers;
+
+  ActionKind action = ActionKind::kCluster;
+  uint32_t cluster = 0;  // index into RouteTable::clusters()
+  // Weighted clusters: (cluster index, cumulative weight); pick r in [0, total).
+  std::vector<std::pair<uint32_t, uint64_t>> weighted;
+  uint64_t weighted_total = 0;
+  flexgate::v1::Redirect redirect;
+  uint32_t direct_status = 200;
+  std::string direct_body;
+  std::string direct_content_type;
+
+  uint64_t timeout_ms = 0;  // 0 = the agent default
+  std::string prefix_rewrite;
+  bool has_prefix_rewrite = false;
+  CompiledHeaderEdits request_headers;
+  CompiledHeaderEdits response_headers;
+};
+
+// What routing looks at in a request. Views stay valid for the duration of Match().
+struct RouteRequest {
+  std::string_view host;    // the Host header, may include a port; case-insensitive
+  std::string_view path;    // without the query string
+  std::string_view method;  // upper case
+  // Request headers in arrival order; names in any case.
+  absl::Span<const std::pair<std::string_view, std::string_view>> headers;
+};
+
+class RouteTable {
+ public:
+  RouteTable(const RouteTable&) = delete;
+  RouteTable& operator=(const RouteTable&) = delete;
+  ~RouteTable();
+
+  // The first route (in configuration order) matching `request`, or nullptr. Thread-safe.
+  const CompiledRoute* Match(const RouteRequest& request) const;
+
+  uint64_t version() const { return version_; }
+  const std::string& hash() const { return hash_; }
+  const std::vector<CompiledRoute>& routes() const { return routes_; }
+  const std::vector<CompiledCluster>& clusters() const { return clusters_; }
+
+ private:
+  friend absl::StatusOr<std::shared_ptr<const RouteTable>> CompileRouteTable(
+      const flexgate::v1::Config& config, uint64_t version, std::string hash);
+  RouteTable() = default;
+
+  // The routes of one host bucket, indexed by path.
+  struct PathIndex {
+    absl::flat_hash_map<std::string, std::vector<uint32_t>> exact;
+    // Distinct prefix lengths, ascending, each with its own map prefix -> routes.
+    std::vector<std::pair<size_t, absl::flat_hash_map<std::string, std::vector<uint32_t>>>>
+        prefixes;
+    std::vector<uint32_t> scanned;  // regex and any-path routes, ascending
+    void Add(const CompiledRoute& route);
+    // Appends every route of this bucket that may match `path` to `out`.
+    template <typename Out>
+    void Candidates(std::string_view path, Out& out) const;
+  };
+
+  bool Verify(const CompiledRoute& route, const RouteRequest& request) const;
+
+  uint64_t version_ = 0;
+  std::string hash_;
+  std::vector<CompiledRoute> routes_;
+  std::vector<CompiledCluster> clusters_;
+  absl::flat_hash_map<std::string, PathIndex> exact_hosts_;
+  // Keyed by the suffix including its leading dot: "*.example.com" -> ".example.com".
+  absl::flat_hash_map<std::string, PathIndex> wildcard_hosts_;
+  std::vector<size_t> wildcard_lengths_;  // distinct suffix lengths, ascending
+  PathIndex any_host_;
+};
+
+// Lower-cases `host` and strips a port (":8080") and IPv6 brackets' port. Writes into `buf`.
+std::string_view NormalizeHost(std::string_view host, std::string& buf);
 
 }  // namespace flexgate::dataplane

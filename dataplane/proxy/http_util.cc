@@ -1,0 +1,127 @@
+#include "dataplane/proxy/http_util.h"
+
+#include <cstring>
+
+namespace flexgate::dataplane {
+namespace {
+
+inline char Lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
+
+}  // namespace
+
+bool HeaderNameEquals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (Lower(a[i]) != Lower(b[i])) return false;
+  }
+  return true;
+}
+
+bool IsHopByHopHeader(std::string_view name) {
+  // Dispatch on length first: this runs for every header of every message.
+  switch (name.size()) {
+    case 2:
+      return HeaderNameEquals(name, "te");
+    case 7:
+      return HeaderNameEquals(name, "trailer") || HeaderNameEquals(name, "upgrade");
+    case 10:
+      return HeaderNameEquals(name, "connection") || HeaderNameEquals(name, "keep-alive");
+    case 17:
+      return HeaderNameEquals(name, "transfer-encoding");
+    default:
+      break;
+  }
+  return name.size() > 6 && HeaderNameEquals(name.substr(0, 6), "proxy-");
+}
+
+bool TokenListContains(std::string_view list, std::string_view token) {
+  bool found = false;
+  ForEachToken(list, [&](std::string_view t) {
+    if (HeaderNameEquals(t, token)) found = true;
+  });
+  return found;
+}
+
+std::string_view ReasonPhrase(int status) {
+  switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 417: return "Expectation Failed";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+  }
+}
+
+void AppendDecimal(std::string& out, uint64_t v) {
+  char buf[24];
+  char* p = buf + sizeof(buf);
+  do {
+    *--p = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v != 0);
+  out.append(p, buf + sizeof(buf) - p);
+}
+
+void AppendChunkHeader(std::string& out, uint64_t size) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  char buf[20];
+  char* p = buf + sizeof(buf);
+  *--p = '\n';
+  *--p = '\r';
+  do {
+    *--p = kHex[size & 0xf];
+    size >>= 4;
+  } while (size != 0);
+  out.append(p, buf + sizeof(buf) - p);
+}
+
+void AppendSimpleResponse(std::string& out, int status, std::string_view body, bool close,
+                          std::string_view extra_headers, bool head_only,
+                          std::string_view content_type) {
+  out.append("HTTP/1.1 ");
+  AppendDecimal(out, static_cast<uint64_t>(status));
+  out.push_back(' ');
+  out.append(ReasonPhrase(status));
+  out.append("\r\n");
+  bool bodyless = status == 204 || status == 304 || status < 200;
+  if (!bodyless) {
+    out.append("content-type: ");
+    out.append(content_type);
+    out.append("\r\ncontent-length: ");
+    AppendDecimal(out, body.size());
+    out.append("\r\n");
+  }
+  if (close) out.append("connection: close\r\n");
+  out.append(extra_headers);
+  out.append("\r\n");
+  if (!head_only && !bodyless) out.append(body);
+}
+
+}  // namespace flexgate::dataplane

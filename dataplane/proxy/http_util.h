@@ -1,0 +1,53 @@
+// Small HTTP/1.1 helpers for the request path: header-name classification, reason phrases,
+// locally generated responses, and chunked framing. Allocation-free except where they append
+// to a caller's buffer.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace flexgate::dataplane {
+
+// ASCII case-insensitive equality (header names, tokens).
+bool HeaderNameEquals(std::string_view a, std::string_view b);
+
+// Hop-by-hop headers that a proxy never forwards (RFC 9110 section 7.6.1), plus the
+// Proxy-* family. Transfer-Encoding is included: the proxy re-frames bodies itself.
+bool IsHopByHopHeader(std::string_view name);
+
+// True when the comma-separated token list `list` (e.g. a Connection value) contains `token`,
+// case-insensitively.
+bool TokenListContains(std::string_view list, std::string_view token);
+
+// Calls f(token) for each token of a comma-separated list, trimmed of spaces and tabs.
+template <typename F>
+void ForEachToken(std::string_view list, F&& f) {
+  size_t i = 0;
+  while (i <= list.size()) {
+    size_t comma = list.find(',', i);
+    if (comma == std::string_view::npos) comma = list.size();
+    std::string_view t = list.substr(i, comma - i);
+    while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) t.remove_prefix(1);
+    while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) t.remove_suffix(1);
+    if (!t.empty()) f(t);
+    i = comma + 1;
+  }
+}
+
+// The standard reason phrase for `status`, or "Unknown".
+std::string_view ReasonPhrase(int status);
+
+// Appends a complete plain-text response: status line, content-type, content-length, optional
+// "connection: close", extra header lines (each ending in CRLF), and `body` (unless head_only).
+void AppendSimpleResponse(std::string& out, int status, std::string_view body, bool close,
+                          std::string_view extra_headers = {}, bool head_only = false,
+                          std::string_view content_type = "text/plain; charset=utf-8");
+
+// Appends "<hex size>\r\n" for a chunk of `size` bytes.
+void AppendChunkHeader(std::string& out, uint64_t size);
+
+// Appends the decimal representation of `v`.
+void AppendDecimal(std::string& out, uint64_t v);
+
+}  // namespace flexgate::dataplane

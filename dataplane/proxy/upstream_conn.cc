@@ -1,0 +1,270 @@
+// UpstreamConn: a connection to one upstream endpoint, parsing responses with llhttp and
+// handing their parts to the downstream connection of the current exchange.
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "dataplane/proxy/worker.h"
+
+namespace flexgate::dataplane::internal {
+
+namespace {
+constexpr size_t kLowWatermark = 64 * 1024;
+constexpr size_t kMaxResponseHead = 64 * 1024;
+}  // namespace
+
+struct UpstreamCallbacks {
+  static UpstreamConn* Self(llhttp_t* p) { return static_cast<UpstreamConn*>(p->data); }
+
+  static int OnMessageBegin(llhttp_t* p) {
+    UpstreamConn* u = Self(p);
+    u->head_.clear();
+    u->spans_.clear();
+    u->header_views_.clear();
+    u->reason_.clear();
+    u->new_field_ = true;
+    u->status_ = 0;
+    return 0;
+  }
+  static int OnStatus(llhttp_t* p, const char* at, size_t n) {
+    Self(p)->reason_.append(at, n);
+    return 0;
+  }
+  static int OnHeaderField(llhttp_t* p, const char* at, size_t n) {
+    UpstreamConn* u = Self(p);
+    if (u->new_field_) {
+      u->spans_.push_back({static_cast<uint32_t>(u->head_.size()), 0, 0, 0});
+      u->new_field_ = false;
+    }
+    u->head_.append(at, n);
+    u->spans_.back().name_len += static_cast<uint32_t>(n);
+    return u->head_.size() > kMaxResponseHead ? HPE_USER : 0;
+  }
+  static int OnHeaderFieldComplete(llhttp_t* p) {
+    UpstreamConn* u = Self(p);
+    u->spans_.back().value_off = static_cast<uint32_t>(u->head_.size());
+    return 0;
+  }
+  static int OnHeaderValue(llhttp_t* p, const char* at, size_t n) {
+    UpstreamConn* u = Self(p);
+    u->head_.append(at, n);
+    u->spans_.back().value_len += static_cast<uint32_t>(n);
+    return u->head_.size() > kMaxResponseHead ? HPE_USER : 0;
+  }
+  static int OnHeaderValueComplete(llhttp_t* p) {
+    Self(p)->new_field_ = true;
+    return 0;
+  }
+  static int OnHeadersComplete(llhttp_t* p) {
+    UpstreamConn* u = Self(p);
+    u->status_ = p->status_code;
+    if (u->status_ >= 100 && u->status_ < 200) {
+      // Interim responses (100 Continue, 103 Early Hints) are consumed here: the proxy answers
+      // Expect: 100-continue itself. 101 means an upgrade we did not ask for.
+      if (u->status_ == 101) return -1;
+      u->interim_ = true;
+      return 0;
+    }
+    u->header_views_.clear();
+    for (const auto& s : u->spans_) {
+      std::string_view name(u->head_.data() + s.name_off, s.name_len);
+      std::string_view value(u->head_.data() + s.value_off, s.value_len);
+      while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+      u->header_views_.emplace_back(name, value);
+    }
+    u->eof_body_ = !u->head_request_ && llhttp_message_needs_eof(p) != 0;
+    if (u->down_ != nullptr) u->down_->OnUpstreamHeaders(u);
+    // HEAD responses carry framing headers but no body.
+    return u->head_request_ ? 1 : 0;
+  }
+  static int OnBody(llhttp_t* p, const char* at, size_t n) {
+    UpstreamConn* u = Self(p);
+    if (u->down_ != nullptr) u->down_->OnUpstreamBody(at, n);
+    return 0;
+  }
+  static int OnMessageComplete(llhttp_t* p) {
+    UpstreamConn* u = Self(p);
+    if (u->interim_) {
+      u->interim_ = false;
+      return 0;
+    }
+    u->message_complete_ = true;
+    // Stop here: whatever follows the response is not ours to parse.
+    return HPE_PAUSED;
+  }
+
+  static const llhttp_settings_t* Settings() {
+    static const llhttp_settings_t settings = [] {
+      llhttp_settings_t s;
+      llhttp_settings_init(&s);
+      s.on_message_begin = OnMessageBegin;
+      s.on_status = OnStatus;
+      s.on_header_field = OnHeaderField;
+      s.on_header_field_complete = OnHeaderFieldComplete;
+      s.on_header_value = OnHeaderValue;
+      s.on_header_value_complete = OnHeaderValueComplete;
+      s.on_headers_complete = OnHeadersComplete;
+      s.on_body = OnBody;
+      s.on_message_complete = OnMessageComplete;
+      return s;
+    }();
+    return &settings;
+  }
+};
+
+UpstreamConn::UpstreamConn(Worker* worker, const CompiledEndpoint& endpoint,
+                           const CompiledCluster& cluster)
+    : Conn(worker),
+      key_(endpoint.key),
+      addr_(endpoint.addr),
+      addr_len_(endpoint.addr_len),
+      max_idle_(cluster.max_idle_per_endpoint),
+      idle_timeout_ms_(cluster.idle_timeout_ms),
+      max_requests_(cluster.max_requests_per_connection) {
+  llhttp_init(&parser_, HTTP_RESPONSE, UpstreamCallbacks::Settings());
+  parser_.data = this;
+  connect_req_.data = this;
+}
+
+int UpstreamConn::Connect(uint64_t connect_timeout_ms) {
+  int rc = uv_tcp_connect(&connect_req_, &tcp_, reinterpret_cast<const sockaddr*>(&addr_),
+                          OnConnect);
+  if (rc != 0) return rc;
+  StartTimer(connect_timeout_ms, [](uv_timer_t* t) {
+    auto* u = static_cast<UpstreamConn*>(t->data);
+    WorkerStats& st = u->worker_->mutable_stats();
+    WorkerStats::Add(st.upstream_connect_failures);
+    WorkerStats::Add(st.upstream_timeouts);
+    u->Fail(503, absl::StrCat("upstream connect timeout (", u->key_, ")"));
+  });
+  return 0;
+}
+
+void UpstreamConn::OnConnect(uv_connect_t* req, int status) {
+  auto* u = static_cast<UpstreamConn*>(req->data);
+  if (u->closing_) return;
+  u->StopTimer();
+  if (status < 0) {
+    WorkerStats::Add(u->worker_->mutable_stats().upstream_connect_failures);
+    u->Fail(503, absl::StrCat("upstream connect error (", u->key_, "): ", uv_strerror(status)));
+    return;
+  }
+  u->connected_ = true;
+  uv_tcp_nodelay(&u->tcp_, 1);
+  u->StartReading();
+}
+
+void UpstreamConn::Attach(DownstreamConn* down, bool head_request) {
+  down_ = down;
+  // A pooled connection's idle timer stops; a fresh one keeps its connect timer running.
+  if (idle_) StopTimer();
+  idle_ = false;
+  head_request_ = head_request;
+  got_bytes_ = false;
+  message_complete_ = false;
+  interim_ = false;
+  eof_body_ = false;
+  ++requests_;
+}
+
+void UpstreamConn::Abandon() {
+  down_ = nullptr;
+  Close();
+}
+
+void UpstreamConn::EnterIdle() {
+  down_ = nullptr;
+  idle_ = true;
+  // Keep reading while idle: an upstream that closes its end is noticed at once.
+  StartReading();
+  StartTimer(idle_timeout_ms_, [](uv_timer_t* t) { static_cast<UpstreamConn*>(t->data)->Close(); });
+}
+
+void UpstreamConn::StartReading() {
+  if (reading_ || closing_ || !connected_) return;
+  int rc = uv_read_start(stream(), Worker::AllocShared, [](uv_stream_t* s, ssize_t n, const uv_buf_t* b) {
+    static_cast<UpstreamConn*>(s->data)->OnRead(n, b);
+  });
+  reading_ = rc == 0;
+}
+
+void UpstreamConn::StopReading() {
+  if (!reading_) return;
+  uv_read_stop(stream());
+  reading_ = false;
+}
+
+void UpstreamConn::OnRead(ssize_t nread, const uv_buf_t* buf) {
+  if (closing_) return;
+  if (nread == 0) return;
+  if (nread < 0) {
+    reading_ = false;
+    if (idle_ || down_ == nullptr) {
+      Close();
+      return;
+    }
+    if (nread == UV_EOF && eof_body_) {
+      // The body was delimited by the connection's end: that end completes it.
+      llhttp_finish(&parser_);
+      if (message_complete_) {
+        HandleMessageComplete(false);
+        return;
+      }
+    }
+    Fail(502, got_bytes_ ? "upstream closed the connection before the response was complete"
+                         : "upstream closed the connection before responding");
+    return;
+  }
+  if (idle_ || down_ == nullptr) {
+    // Bytes nobody asked for: this connection's framing can no longer be trusted.
+    Close();
+    return;
+  }
+  got_bytes_ = true;
+  llhttp_errno_t err = llhttp_execute(&parser_, buf->base, static_cast<size_t>(nread));
+  if (closing_) return;
+  if (err == HPE_PAUSED && message_complete_) {
+    size_t used = static_cast<size_t>(llhttp_get_error_pos(&parser_) - buf->base);
+    llhttp_resume(&parser_);
+    HandleMessageComplete(used == static_cast<size_t>(nread));
+    return;
+  }
+  if (err != HPE_OK) {
+    Fail(502, absl::StrCat("invalid response from upstream: ", llhttp_errno_name(err)));
+  }
+}
+
+void UpstreamConn::HandleMessageComplete(bool clean) {
+  message_complete_ = false;
+  bool reusable = clean && !eof_body_ && keep_alive();
+  DownstreamConn* d = down_;
+  if (d == nullptr) {
+    Close();
+    return;
+  }
+  d->OnUpstreamComplete(this, reusable);
+}
+
+void UpstreamConn::Fail(int status, std::string message) {
+  DownstreamConn* d = down_;
+  down_ = nullptr;
+  if (d != nullptr) d->OnUpstreamError(this, status, message);
+  Close();
+}
+
+void UpstreamConn::OnWriteDone(int status) {
+  if (closing_) return;
+  if (status < 0) {
+    if (status != UV_ECANCELED) Fail(502, absl::StrCat("upstream write failed: ", uv_strerror(status)));
+    return;
+  }
+  if (down_ != nullptr && write_queue_size() < kLowWatermark) down_->OnUpstreamWritable();
+}
+
+void UpstreamConn::OnClose() {
+  worker_->Forget(this);
+  DownstreamConn* d = down_;
+  down_ = nullptr;
+  if (d != nullptr) d->OnUpstreamError(this, 502, "upstream connection closed");
+}
+
+}  // namespace flexgate::dataplane::internal

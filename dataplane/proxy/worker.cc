@@ -1,0 +1,401 @@
+// Worker: the loop, listeners, cross-thread inbox, connection pools and the write helper.
+#include "dataplane/proxy/worker.h"
+
+#include <unistd.h>
+
+#include <random>
+
+#include "absl/strings/str_cat.h"
+
+namespace flexgate::dataplane::internal {
+namespace {
+
+constexpr size_t kReadBufferSize = 64 * 1024;
+// Write requests keep their copy buffer for reuse unless it grew beyond this.
+constexpr size_t kMaxPooledWriteCapacity = 64 * 1024;
+constexpr size_t kMaxPooledWrites = 256;
+
+uint64_t DurationToMs(absl::Duration d) {
+  int64_t ms = absl::ToInt64Milliseconds(d);
+  return ms > 0 ? static_cast<uint64_t>(ms) : 1;
+}
+
+}  // namespace
+
+void WorkerStats::AddTo(ProxyStats& out) const {
+  auto r = [](const Counter& c) { return c.load(std::memory_order_relaxed); };
+  out.downstream_connections_total += r(downstream_connections_total);
+  out.downstream_connections_active += r(downstream_connections_active);
+  out.requests_total += r(requests_total);
+  out.responses_1xx += r(responses[1]);
+  out.responses_2xx += r(responses[2]);
+  out.responses_3xx += r(responses[3]);
+  out.responses_4xx += r(responses[4]);
+  out.responses_5xx += r(responses[5]);
+  out.upstream_connections_total += r(upstream_connections_total);
+  out.upstream_connect_failures += r(upstream_connect_failures);
+  out.upstream_requests_total += r(upstream_requests_total);
+  out.upstream_timeouts += r(upstream_timeouts);
+  out.upstream_retries += r(upstream_retries);
+  out.bytes_received += r(bytes_received);
+  out.bytes_sent += r(bytes_sent);
+  out.route_table_swaps += r(route_table_swaps);
+  out.bad_requests += r(bad_requests);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conn
+
+Conn::Conn(Worker* worker) : worker_(worker) {
+  uv_tcp_init(worker->loop(), &tcp_);
+  uv_timer_init(worker->loop(), &timer_);
+  tcp_.data = this;
+  timer_.data = this;
+}
+
+void Conn::Close() {
+  if (closing_) return;
+  closing_ = true;
+  reading_ = false;
+  OnClose();
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), OnHandleClosed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), OnHandleClosed);
+}
+
+void Conn::OnHandleClosed(uv_handle_t* h) {
+  Conn* c = static_cast<Conn*>(h->data);
+  if (--c->open_handles_ == 0) delete c;
+}
+
+void Conn::StartTimer(uint64_t ms, uv_timer_cb cb) {
+  if (closing_) return;
+  uv_timer_start(&timer_, cb, ms, 0);
+}
+
+bool Conn::Write(const uv_buf_t* bufs, unsigned n) {
+  if (closing_) return false;
+  size_t total = 0;
+  for (unsigned i = 0; i < n; ++i) total += bufs[i].len;
+  if (total == 0) return true;
+  // Most writes fit in the socket buffer: write directly and copy nothing.
+  int r = uv_try_write(stream(), bufs, n);
+  size_t done = 0;
+  if (r >= 0) {
+    done = static_cast<size_t>(r);
+    if (done == total) return true;
+  } else if (r != UV_EAGAIN && r != UV_ENOSYS) {
+    return false;
+  }
+  Worker::WriteReq* w = worker_->NewWriteReq();
+  w->owner = this;
+  w->data.clear();
+  for (unsigned i = 0; i < n; ++i) {
+    size_t len = bufs[i].len;
+    if (done >= len) {
+      done -= len;
+      continue;
+    }
+    w->data.append(bufs[i].base + done, len - done);
+    done = 0;
+  }
+  uv_buf_t b = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
+  int rc = uv_write(&w->req, stream(), &b, 1, [](uv_write_t* req, int status) {
+    auto* w = static_cast<Worker::WriteReq*>(req->data);
+    Conn* owner = w->owner;
+    owner->worker_->FreeWriteReq(w);
+    owner->OnWriteDone(status);
+  });
+  if (rc != 0) {
+    worker_->FreeWriteReq(w);
+    return false;
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Worker
+
+Worker::Worker(int id, const ProxyLimits& limits)
+    : id_(id), limits_(limits), read_buf_(new char[kReadBufferSize]) {
+  std::random_device rd;
+  rng_state_ = (static_cast<uint64_t>(rd()) << 32) ^ rd() ^ static_cast<uint64_t>(id) << 17;
+}
+
+Worker::~Worker() {
+  if (loop_initialized_ && loop_close_result_ == -1) {
+    // Never ran (Start failed part-way): close what Init and AddListener opened.
+    uv_walk(
+        &loop_,
+        [](uv_handle_t* h, void*) {
+          if (!uv_is_closing(h)) uv_close(h, nullptr);
+        },
+        nullptr);
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    loop_close_result_ = uv_loop_close(&loop_);
+  }
+}
+
+absl::Status Worker::Init() {
+  int rc = uv_loop_init(&loop_);
+  if (rc != 0) return absl::InternalError(absl::StrCat("uv_loop_init: ", uv_strerror(rc)));
+  loop_initialized_ = true;
+  loop_.data = this;
+  uv_async_init(&loop_, &async_, OnAsync);
+  async_.data = this;
+  uv_timer_init(&loop_, &drain_timer_);
+  drain_timer_.data = this;
+  absl::MutexLock lock(&mu_);
+  inbox_open_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status Worker::AddListener(int fd) {
+  auto l = std::make_unique<Listener>();
+  l->worker = this;
+  uv_tcp_init(&loop_, &l->tcp);
+  l->tcp.data = this;
+  int rc = uv_tcp_open(&l->tcp, fd);
+  if (rc != 0) {
+    ::close(fd);
+    uv_close(reinterpret_cast<uv_handle_t*>(&l->tcp), nullptr);
+    listeners_.push_back(std::move(l));  // memory must outlive the close callback
+    return absl::InternalError(absl::StrCat("uv_tcp_open: ", uv_strerror(rc)));
+  }
+  rc = uv_listen(reinterpret_cast<uv_stream_t*>(&l->tcp), 1024, OnConnection);
+  listeners_.push_back(std::move(l));
+  if (rc != 0) return absl::InternalError(absl::StrCat("uv_listen: ", uv_strerror(rc)));
+  return absl::OkStatus();
+}
+
+void Worker::SetInitialTable(std::shared_ptr<const RouteTable> table) {
+  if (table) SwapTable(std::move(table));
+}
+
+void Worker::Run() {
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  if (current_ != nullptr) {
+    ReleaseTable(current_);
+    current_ = nullptr;
+  }
+  loop_close_result_ = uv_loop_close(&loop_);
+}
+
+void Worker::PostTable(std::shared_ptr<TableUpdate> update) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (inbox_open_) {
+      // Only the transition from empty needs a wake-up; uv_async_send coalesces anyway.
+      bool was_empty = inbox_.empty();
+      inbox_.push_back(std::move(update));
+      if (was_empty) uv_async_send(&async_);
+      return;
+    }
+  }
+  update->Arrive();  // this worker is gone: nothing left to swap
+}
+
+void Worker::PostDrain(absl::Duration deadline) {
+  absl::MutexLock lock(&mu_);
+  if (!inbox_open_ || drain_requested_) return;
+  drain_requested_ = true;
+  drain_deadline_ = deadline;
+  uv_async_send(&async_);
+}
+
+void Worker::OnAsync(uv_async_t* a) { static_cast<Worker*>(a->data)->HandleMessages(); }
+
+void Worker::HandleMessages() {
+  std::vector<std::shared_ptr<TableUpdate>> updates;
+  bool drain = false;
+  absl::Duration deadline;
+  {
+    absl::MutexLock lock(&mu_);
+    updates.swap(inbox_);
+    drain = drain_requested_ && !draining_;
+    deadline = drain_deadline_;
+  }
+  if (!updates.empty()) {
+    // Coalesced: only the newest table matters, but every update's countdown must arrive.
+    SwapTable(updates.back()->table);
+    WorkerStats::Add(stats_.route_table_swaps, updates.size());
+    for (auto& u : updates) u->Arrive();
+  }
+  if (drain) StartDrain(deadline);
+}
+
+void Worker::SwapTable(std::shared_ptr<const RouteTable> table) {
+  auto* ref = new TableRef;
+  ref->clusters.resize(table->clusters().size());
+  for (size_t i = 0; i < ref->clusters.size(); ++i) {
+    ref->clusters[i].active.assign(table->clusters()[i].endpoints.size(), 0);
+    // Start round robin at a different place on every worker so that workers do not all hit
+    // the first endpoint first.
+    ref->clusters[i].rr_cursor = static_cast<uint32_t>(id_);
+  }
+  ref->table = std::move(table);
+  ref->refs = 1;  // held by current_
+  TableRef* old = current_;
+  current_ = ref;
+  if (old != nullptr) ReleaseTable(old);
+}
+
+TableRef* Worker::AcquireTable() {
+  if (current_ == nullptr) return nullptr;
+  ++current_->refs;
+  return current_;
+}
+
+void Worker::ReleaseTable(TableRef* ref) {
+  if (--ref->refs == 0) delete ref;
+}
+
+void Worker::StartDrain(absl::Duration deadline) {
+  draining_ = true;
+  for (auto& l : listeners_) {
+    auto* h = reinterpret_cast<uv_handle_t*>(&l->tcp);
+    if (!uv_is_closing(h)) uv_close(h, nullptr);
+  }
+  std::vector<DownstreamConn*> conns(downstreams_.begin(), downstreams_.end());
+  for (DownstreamConn* c : conns) c->BeginDrain();
+  uv_timer_start(&drain_timer_, OnDrainDeadline, DurationToMs(deadline), 0);
+  MaybeFinishDrain();
+}
+
+void Worker::OnDrainDeadline(uv_timer_t* t) {
+  auto* w = static_cast<Worker*>(t->data);
+  std::vector<DownstreamConn*> conns(w->downstreams_.begin(), w->downstreams_.end());
+  for (DownstreamConn* c : conns) c->Close();
+  w->MaybeFinishDrain();
+}
+
+void Worker::MaybeFinishDrain() {
+  if (!draining_ || shut_down_ || !downstreams_.empty()) return;
+  shut_down_ = true;
+  std::vector<UpstreamConn*> ups(upstreams_.begin(), upstreams_.end());
+  for (UpstreamConn* u : ups) u->Close();
+  std::vector<std::shared_ptr<TableUpdate>> late;
+  {
+    absl::MutexLock lock(&mu_);
+    inbox_open_ = false;
+    late.swap(inbox_);
+  }
+  for (auto& u : late) u->Arrive();
+  uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&drain_timer_), nullptr);
+}
+
+void Worker::OnConnection(uv_stream_t* server, int status) {
+  auto* w = static_cast<Worker*>(server->data);
+  if (status < 0 || w->draining_) return;
+  auto* c = new DownstreamConn(w);
+  if (uv_accept(server, c->stream()) != 0) {
+    c->Close();
+    return;
+  }
+  w->downstreams_.insert(c);
+  c->Start();
+}
+
+void Worker::Forget(DownstreamConn* c) {
+  downstreams_.erase(c);
+  MaybeFinishDrain();
+}
+
+void Worker::Forget(UpstreamConn* c) {
+  if (c->idle()) RemoveIdle(c);
+  upstreams_.erase(c);
+}
+
+UpstreamConn* Worker::AcquireUpstream(const CompiledCluster& cluster, const CompiledEndpoint& ep,
+                                      bool fresh, int* connect_error) {
+  *connect_error = 0;
+  if (!fresh) {
+    auto it = idle_.find(ep.key);
+    if (it != idle_.end() && !it->second.empty()) {
+      // LIFO: the most recently used connection is the least likely to have been closed by the
+      // upstream's own idle timeout.
+      UpstreamConn* c = it->second.back();
+      it->second.pop_back();
+      return c;
+    }
+  }
+  auto* c = new UpstreamConn(this, ep, cluster);
+  upstreams_.insert(c);
+  WorkerStats::Add(stats_.upstream_connections_total);
+  uint64_t timeout = cluster.connect_timeout_ms != 0 ? cluster.connect_timeout_ms
+                                                     : DurationToMs(limits_.connect_timeout);
+  *connect_error = c->Connect(timeout);
+  return c;
+}
+
+void Worker::ReleaseUpstream(UpstreamConn* up, bool reusable) {
+  up->ClearDownstream();
+  if (reusable && !draining_ && !up->exhausted() && !up->closing()) {
+    auto& list = idle_[up->key()];
+    if (list.size() < up->max_idle()) {
+      list.push_back(up);
+      up->EnterIdle();
+      return;
+    }
+  }
+  up->Close();
+}
+
+void Worker::RemoveIdle(UpstreamConn* up) {
+  auto it = idle_.find(up->key());
+  if (it == idle_.end()) return;
+  auto& v = it->second;
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (v[i] == up) {
+      v.erase(v.begin() + static_cast<std::ptrdiff_t>(i));
+      break;
+    }
+  }
+}
+
+uint64_t Worker::NextRandom() {
+  // splitmix64: fast, per worker, good enough for load balancing and request ids.
+  uint64_t z = (rng_state_ += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+void Worker::NewRequestId(std::string& out) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  uint64_t a = NextRandom(), b = NextRandom();
+  char buf[32];
+  for (int i = 0; i < 16; ++i) {
+    buf[i] = kHex[(a >> (i * 4)) & 0xf];
+    buf[16 + i] = kHex[(b >> (i * 4)) & 0xf];
+  }
+  out.append(buf, sizeof(buf));
+}
+
+void Worker::AllocShared(uv_handle_t* h, size_t, uv_buf_t* buf) {
+  auto* w = static_cast<Worker*>(h->loop->data);
+  *buf = uv_buf_init(w->read_buf_.get(), kReadBufferSize);
+}
+
+Worker::WriteReq* Worker::NewWriteReq() {
+  if (!free_writes_.empty()) {
+    WriteReq* w = free_writes_.back().release();
+    free_writes_.pop_back();
+    w->req.data = w;
+    return w;
+  }
+  auto* w = new WriteReq;
+  w->req.data = w;
+  return w;
+}
+
+void Worker::FreeWriteReq(WriteReq* w) {
+  if (free_writes_.size() >= kMaxPooledWrites || w->data.capacity() > kMaxPooledWriteCapacity) {
+    delete w;
+    return;
+  }
+  w->owner = nullptr;
+  free_writes_.emplace_back(w);
+}
+
+}  // namespace flexgate::dataplane::internal

@@ -1,0 +1,412 @@
+// Internal to flexgate_proxy: one worker thread of the proxy (its uv_loop_t, listeners,
+// downstream and upstream connections, connection pools and counters).
+//
+// Everything here runs on the worker's own loop thread, except the members documented as
+// "any thread" (posting a route table or a drain request, and reading the counters).
+#pragma once
+
+#include <llhttp.h>
+#include <uv.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "dataplane/proxy/proxy_server.h"
+#include "dataplane/proxy/route_table.h"
+
+namespace flexgate::dataplane::internal {
+
+class Worker;
+class DownstreamConn;
+class UpstreamConn;
+
+// Counters of one worker. Written only by the worker's own thread (a relaxed load + store, no
+// read-modify-write on a shared line), read by any thread when stats are collected.
+struct WorkerStats {
+  using Counter = std::atomic<uint64_t>;
+  Counter downstream_connections_total{0};
+  Counter downstream_connections_active{0};
+  Counter requests_total{0};
+  Counter responses[6] = {};  // index = status / 100 (1..5)
+  Counter upstream_connections_total{0};
+  Counter upstream_connect_failures{0};
+  Counter upstream_requests_total{0};
+  Counter upstream_timeouts{0};
+  Counter upstream_retries{0};
+  Counter bytes_received{0};
+  Counter bytes_sent{0};
+  Counter route_table_swaps{0};
+  Counter bad_requests{0};
+
+  static void Add(Counter& c, uint64_t n = 1) {
+    c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+  static void Sub(Counter& c, uint64_t n = 1) {
+    c.store(c.load(std::memory_order_relaxed) - n, std::memory_order_relaxed);
+  }
+  void AddTo(ProxyStats& out) const;
+};
+
+// Completion of one published table: `done` runs when the last worker has swapped.
+struct TableUpdate {
+  std::shared_ptr<const RouteTable> table;
+  std::atomic<int> remaining{0};
+  std::function<void()> done;
+  void Arrive() {
+    if (remaining.fetch_sub(1, std::memory_order_acq_rel) == 1 && done) done();
+  }
+};
+
+// Per-worker, per-table mutable load-balancing state and a plain reference count: requests pin
+// the table they started with without touching the shared_ptr's atomic count.
+struct TableRef {
+  struct ClusterState {
+    uint32_t rr_cursor = 0;
+    std::vector<uint32_t> active;  // requests in flight per endpoint (least request)
+  };
+  std::shared_ptr<const RouteTable> table;
+  std::vector<ClusterState> clusters;
+  uint32_t refs = 0;
+};
+
+// Base of both connection kinds: a TCP handle and a timer, freed in the last close callback.
+class Conn {
+ public:
+  explicit Conn(Worker* worker);
+  virtual ~Conn() = default;
+  Conn(const Conn&) = delete;
+  Conn& operator=(const Conn&) = delete;
+
+  // Called once per finished uv_write, before the handle's close callback.
+  virtual void OnWriteDone(int status) = 0;
+
+  // Closes both handles; `this` is deleted from the loop once both close callbacks ran.
+  void Close();
+  bool closing() const { return closing_; }
+  uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
+  size_t write_queue_size() const { return tcp_.write_queue_size; }
+
+  // Writes `bufs` in order. Tries a direct write first and copies only what the kernel did not
+  // take. Returns false when the connection is already broken.
+  bool Write(const uv_buf_t* bufs, unsigned n);
+  bool Write(std::string_view data) {
+    uv_buf_t b = uv_buf_init(const_cast<char*>(data.data()), static_cast<unsigned>(data.size()));
+    return Write(&b, 1);
+  }
+
+ protected:
+  virtual void OnClose() {}
+  void StartTimer(uint64_t ms, uv_timer_cb cb);
+  void StopTimer() { uv_timer_stop(&timer_); }
+
+  Worker* worker_;
+  uv_tcp_t tcp_;
+  uv_timer_t timer_;
+  bool closing_ = false;
+  bool reading_ = false;
+
+ private:
+  static void OnHandleClosed(uv_handle_t* h);
+  int open_handles_ = 2;
+};
+
+// One pooled or fresh connection to an upstream endpoint.
+class UpstreamConn final : public Conn {
+ public:
+  UpstreamConn(Worker* worker, const CompiledEndpoint& endpoint, const CompiledCluster& cluster);
+
+  // Starts the non-blocking connect; an error status if it could not even start. Writes may be
+  // queued right away: libuv holds them until the connection is established.
+  int Connect(uint64_t connect_timeout_ms);
+  // Binds to a downstream exchange (fresh or taken from the pool).
+  void Attach(DownstreamConn* down, bool head_request);
+  // The downstream side went away: the exchange is abandoned and the connection closed.
+  void Abandon();
+  // The exchange ended normally; the worker pools or closes the connection next.
+  void ClearDownstream() { down_ = nullptr; }
+  void StartReading();
+  void StopReading();
+  // Parks the connection in the pool with an idle timeout.
+  void EnterIdle();
+
+  void OnWriteDone(int status) override;
+
+  const std::string& key() const { return key_; }
+  bool reused() const { return requests_ > 1; }
+  bool idle() const { return idle_; }
+  uint32_t max_idle() const { return max_idle_; }
+  bool exhausted() const { return max_requests_ != 0 && requests_ >= max_requests_; }
+  bool got_response_bytes() const { return got_bytes_; }
+
+  // Response head as parsed (valid from OnUpstreamHeaders until the next response).
+  int status() const { return status_; }
+  std::string_view reason() const { return reason_; }
+  const std::vector<std::pair<std::string_view, std::string_view>>& headers() const {
+    return header_views_;
+  }
+  bool has_content_length() const { return (parser_.flags & F_CONTENT_LENGTH) != 0; }
+  bool body_until_eof() const { return eof_body_; }
+  bool keep_alive() const { return llhttp_should_keep_alive(&parser_) != 0; }
+
+ private:
+  friend struct UpstreamCallbacks;
+  void OnClose() override;
+  void OnRead(ssize_t nread, const uv_buf_t* buf);
+  void Fail(int status, std::string message);
+  void HandleMessageComplete(bool clean);
+  static void OnConnect(uv_connect_t* req, int status);
+
+  std::string key_;
+  sockaddr_storage addr_;
+  socklen_t addr_len_;
+  uint32_t max_idle_;
+  uint64_t idle_timeout_ms_;
+  uint32_t max_requests_;
+  DownstreamConn* down_ = nullptr;
+  uv_connect_t connect_req_;
+  bool connected_ = false;
+  bool idle_ = false;
+  bool head_request_ = false;
+  bool got_bytes_ = false;
+  bool message_complete_ = false;
+  bool eof_body_ = false;
+  bool interim_ = false;  // parsing a 1xx response, which is not forwarded
+  uint32_t requests_ = 0;
+
+  llhttp_t parser_;
+  int status_ = 0;
+  // Response head storage: header text is appended to head_ and referenced by offsets until the
+  // head is complete, then exposed as views.
+  std::string head_;
+  std::string reason_;
+  struct Span {
+    uint32_t name_off, name_len, value_off, value_len;
+  };
+  std::vector<Span> spans_;
+  std::vector<std::pair<std::string_view, std::string_view>> header_views_;
+  bool new_field_ = true;
+};
+
+// One client connection. Requests are handled one at a time (pipelined requests wait, parsed
+// but unprocessed, in pending_in_), with both bodies streamed.
+class DownstreamConn final : public Conn {
+ public:
+  explicit DownstreamConn(Worker* worker);
+  // Called once after uv_accept succeeded.
+  void Start();
+  // Drain: close now if idle, else after the current response.
+  void BeginDrain();
+
+  void OnWriteDone(int status) override;
+
+  // Events from the upstream side of the current exchange.
+  void OnUpstreamHeaders(UpstreamConn* up);
+  void OnUpstreamBody(const char* data, size_t len);
+  void OnUpstreamComplete(UpstreamConn* up, bool reusable);
+  void OnUpstreamError(UpstreamConn* up, int status, std::string_view message);
+  void OnUpstreamWritable();
+
+  // Parser callbacks (invoked through static trampolines).
+  int OnMessageBegin();
+  int OnHeaderField(const char* at, size_t len);
+  int OnHeaderFieldComplete();
+  int OnHeaderValue(const char* at, size_t len);
+  int OnHeaderValueComplete();
+  int OnUrl(const char* at, size_t len);
+  int OnHeadersComplete();
+  int OnBody(const char* at, size_t len);
+  int OnMessageComplete();
+
+ private:
+  void OnClose() override;
+  void OnRead(ssize_t nread, const uv_buf_t* buf);
+  void Process(const char* data, size_t len);
+  void UpdateReading();
+  void CloseAfterFlush();
+
+  // Request handling.
+  int Dispatch();
+  int SendLocal(int status, std::string_view body, bool close, std::string_view extra = {},
+                std::string_view content_type = "text/plain; charset=utf-8");
+  int Fail(int status, std::string_view body);  // a local error that closes the connection
+  bool StartUpstream(bool is_retry);
+  void BuildUpstreamHead(const CompiledCluster& cluster);
+  void ResponseDone();
+  void FinishExchange();
+  void ResumePending();
+  void EndActiveCount();
+  std::string_view RequestPath() const;
+  std::string_view HeaderValue(std::string_view name) const;
+  void ReleaseTable();
+  void RecordStatus(int status);
+  static void OnTimer(uv_timer_t* t);
+
+  llhttp_t parser_;
+  std::string client_ip_;
+
+  enum class Phase : uint8_t { kIdle, kHeaders, kActive };
+  Phase phase_ = Phase::kIdle;
+  bool request_done_ = false;
+  bool response_started_ = false;
+  bool response_done_ = false;
+  bool close_after_ = false;      // close once the current response is written
+  bool draining_ = false;
+  bool saw_request_bytes_ = false;
+  bool read_blocked_ = false;     // back-pressure from the upstream side
+  bool shutdown_started_ = false;
+  bool discard_body_ = false;     // request body after a local response: read and dropped
+  bool req_chunked_ = false;      // request body forwarded with chunked framing
+  bool resp_chunked_ = false;     // response body re-framed as chunked to the client
+  bool resp_no_body_ = false;
+  bool retried_ = false;
+  bool started_ = false;
+  bool eof_ = false;
+  bool client_keep_alive_ = true;
+  bool counted_active_ = false;
+  bool head_request_ = false;
+  bool expect_continue_ = false;
+  uint8_t http_minor_ = 1;
+  uint64_t header_bytes_ = 0;
+  uint64_t body_bytes_ = 0;
+  uint64_t max_body_ = 0;
+
+  // The current request head, as offsets into head_ (stable while head_ grows).
+  std::string head_;
+  struct Span {
+    uint32_t name_off, name_len, value_off, value_len;
+  };
+  std::vector<Span> spans_;
+  std::vector<std::pair<std::string_view, std::string_view>> header_views_;
+  uint32_t url_len_ = 0;
+  bool new_field_ = true;
+  // obs-fold detection: a header value arriving in two pieces is only legal when the pieces are
+  // adjacent in the input or split exactly at a read boundary.
+  bool in_value_piece_ = false;
+  bool value_piece_at_buf_end_ = false;
+  const char* value_end_ = nullptr;
+  const char* buf_begin_ = nullptr;
+  const char* buf_end_ = nullptr;
+
+  // Bytes read but not yet parsed: the next pipelined request(s).
+  std::string pending_in_;
+
+  // The exchange.
+  TableRef* table_ref_ = nullptr;
+  const CompiledRoute* route_ = nullptr;
+  uint32_t cluster_ = 0;
+  uint32_t endpoint_ = 0;
+  UpstreamConn* up_ = nullptr;
+  std::string up_head_;  // the upstream request head (kept for one retry)
+  std::string out_;      // scratch for building what we write
+  uint64_t request_timeout_ms_ = 0;
+};
+
+// A worker thread's state. Constructed and initialised on the creating thread; from Run() on,
+// owned by the worker thread.
+class Worker {
+ public:
+  Worker(int id, const ProxyLimits& limits);
+  ~Worker();
+
+  // Initialises the loop and async handles (creating thread).
+  absl::Status Init();
+  // Adopts a bound, non-listening socket for one listener and starts listening (creating
+  // thread, before Run).
+  absl::Status AddListener(int fd);
+  // Sets the first table before the thread starts.
+  void SetInitialTable(std::shared_ptr<const RouteTable> table);
+  // Thread body: runs the loop until drained, then closes it.
+  void Run();
+
+  // Any thread: posts a new table; update->Arrive() runs once this worker has swapped.
+  void PostTable(std::shared_ptr<TableUpdate> update);
+  // Any thread: begin a graceful drain bounded by `deadline`.
+  void PostDrain(absl::Duration deadline);
+
+  const WorkerStats& stats() const { return stats_; }
+  int loop_close_result() const { return loop_close_result_; }
+
+  // ---- Loop thread only ----
+  WorkerStats& mutable_stats() { return stats_; }
+  const ProxyLimits& limits() const { return limits_; }
+  uv_loop_t* loop() { return &loop_; }
+  bool draining() const { return draining_; }
+  TableRef* AcquireTable();  // nullptr when no table yet
+  void ReleaseTable(TableRef* ref);
+  // A connection from the pool, or a new one (connect started). Never null; failures arrive as
+  // OnUpstreamError.
+  UpstreamConn* AcquireUpstream(const CompiledCluster& cluster, const CompiledEndpoint& ep,
+                                bool fresh, int* connect_error);
+  // Returns an exchange's connection: pooled when `reusable`, else closed.
+  void ReleaseUpstream(UpstreamConn* up, bool reusable);
+  void RemoveIdle(UpstreamConn* up);
+  void Forget(DownstreamConn* c);
+  void Forget(UpstreamConn* c);
+  void Track(UpstreamConn* c) { upstreams_.insert(c); }
+  uint64_t NextRandom();
+  void NewRequestId(std::string& out);
+
+  // Shared read buffer: reads are parsed synchronously inside the read callback, so one buffer
+  // per loop serves every connection.
+  static void AllocShared(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
+
+  // Pool of write requests (with their copy buffers) to avoid per-write allocation.
+  struct WriteReq {
+    uv_write_t req;
+    Conn* owner;
+    std::string data;
+  };
+  WriteReq* NewWriteReq();
+  void FreeWriteReq(WriteReq* w);
+
+ private:
+  struct Listener {
+    uv_tcp_t tcp;
+    Worker* worker;
+  };
+  static void OnConnection(uv_stream_t* server, int status);
+  static void OnAsync(uv_async_t* a);
+  static void OnDrainDeadline(uv_timer_t* t);
+  void HandleMessages();
+  void StartDrain(absl::Duration deadline);
+  void MaybeFinishDrain();
+  void SwapTable(std::shared_ptr<const RouteTable> table);
+
+  int id_;
+  ProxyLimits limits_;
+  uv_loop_t loop_;
+  uv_async_t async_;
+  uv_timer_t drain_timer_;
+  bool loop_initialized_ = false;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  WorkerStats stats_;
+  int loop_close_result_ = -1;
+
+  // Cross-thread inbox.
+  absl::Mutex mu_;
+  std::vector<std::shared_ptr<TableUpdate>> inbox_ ABSL_GUARDED_BY(mu_);
+  bool drain_requested_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Duration drain_deadline_ ABSL_GUARDED_BY(mu_);
+  bool inbox_open_ ABSL_GUARDED_BY(mu_) = false;
+
+  // Loop-thread state.
+  TableRef* current_ = nullptr;
+  bool draining_ = false;
+  bool shut_down_ = false;
+  absl::flat_hash_set<DownstreamConn*> downstreams_;
+  absl::flat_hash_set<UpstreamConn*> upstreams_;
+  absl::flat_hash_map<std::string, std::vector<UpstreamConn*>> idle_;
+  std::vector<std::unique_ptr<WriteReq>> free_writes_;
+  std::unique_ptr<char[]> read_buf_;
+  uint64_t rng_state_;
+};
+
+}  // namespace flexgate::dataplane::internal

@@ -1,0 +1,54 @@
+// TestUpstream: an in-process HTTP/1.1 upstream server for tests and the demo, on its own libuv
+// loop and thread. The same server backs the `flexgate-test-upstream` program.
+//
+// Behaviour (every response carries `x-upstream: NAME`; keep-alive and pipelining honoured):
+//   any path            200, body "NAME <METHOD> <path>\n"
+//   POST/PUT any path   200, body = the request body (content-length or chunked request)
+//   /64k                200, a 65,536-byte body
+//   /chunked            200, a chunked body of several chunks ("NAME chunk i\n")
+//   /big?kb=N           200, an N KiB body sent chunked (streaming / back-pressure tests)
+//   /status/NNN         status NNN, body "NAME status NNN\n" (none for 1xx/204/304)
+//   /slow?ms=N          the default response, sent after N milliseconds
+//   /headers            200, the request head as received ("name: value" lines)
+//   /close              200 with `connection: close`, then closes
+//   /drop               closes the connection without answering
+//
+// Thread-safety: the accessors may be called from any thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace flexgate::testing {
+
+class TestUpstream {
+ public:
+  // `address` is "host:port"; port 0 picks a free port.
+  static absl::StatusOr<std::unique_ptr<TestUpstream>> Start(std::string name,
+                                                             std::string address = "127.0.0.1:0");
+  ~TestUpstream();  // stops the server (closes every connection, joins the thread)
+
+  uint16_t port() const;
+  const std::string& name() const;
+  // Connections accepted and requests answered so far.
+  uint64_t connections() const;
+  uint64_t requests() const;
+  // The head (request line and headers, as received) of the most recent request.
+  std::string last_request_head() const;
+
+  // Closes the listener and every connection, and waits for the loop to end. Idempotent.
+  void Stop();
+
+  struct Impl;
+
+ private:
+  explicit TestUpstream(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace flexgate::testing
