@@ -21,6 +21,9 @@ constexpr size_t kMaxPendingInput = 64 * 1024;
 // How long a closing connection may take to flush its last response.
 constexpr uint64_t kLingerMs = 5000;
 constexpr std::string_view kVia = "1.1 flexgate";
+// Request bodies up to this size are kept while they stream, so that a retry can send them again;
+// a larger body makes the request non-retriable once it starts streaming.
+constexpr size_t kMaxReplayBody = 64 * 1024;
 
 uint64_t ToMs(absl::Duration d) {
   int64_t ms = absl::ToInt64Milliseconds(d);
@@ -49,6 +52,34 @@ const llhttp_settings_t* Settings() {
     return s;
   }();
   return &settings;
+}
+
+bool IsLowerHex(std::string_view s) {
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+bool AllZero(std::string_view s) { return s.find_first_not_of('0') == std::string_view::npos; }
+
+// A W3C trace-context traceparent ("00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>").
+// Later versions may append fields after another dash; version ff is invalid.
+bool ValidTraceparent(std::string_view v) {
+  if (v.size() < 55 || v[2] != '-' || v[35] != '-' || v[52] != '-') return false;
+  std::string_view version = v.substr(0, 2), trace = v.substr(3, 32), parent = v.substr(36, 16),
+                   flags = v.substr(53, 2);
+  if (!IsLowerHex(version) || version == "ff" || !IsLowerHex(trace) || !IsLowerHex(parent) ||
+      !IsLowerHex(flags) || AllZero(trace) || AllZero(parent)) {
+    return false;
+  }
+  if (version == "00") return v.size() == 55;
+  return v.size() == 55 || v[55] == '-';
+}
+
+bool IsIdempotent(llhttp_method_t m) {
+  return m == HTTP_GET || m == HTTP_HEAD || m == HTTP_OPTIONS || m == HTTP_PUT ||
+         m == HTTP_DELETE;
 }
 
 uint64_t HashBytes(std::string_view s) {
@@ -116,6 +147,31 @@ void DownstreamConn::UpdateReading() {
 
 void DownstreamConn::OnRead(ssize_t nread, const uv_buf_t* buf) {
   if (closing_ || nread == 0) return;
+  if (tunnel_) {
+    if (nread < 0) {
+      // Either side closing ends the tunnel: flush what the client sent, then close both.
+      reading_ = false;
+      eof_ = true;
+      EndActiveCount();
+      UpstreamConn* u = up_;
+      up_ = nullptr;
+      if (u != nullptr) {
+        u->ClearDownstream();
+        u->ShutdownThenClose();
+      }
+      Close();
+      return;
+    }
+    WorkerStats::Add(worker_->mutable_stats().bytes_received, static_cast<uint64_t>(nread));
+    if (up_ == nullptr) return;
+    up_->Write(std::string_view(buf->base, static_cast<size_t>(nread)));
+    if (up_->write_queue_size() > kHighWatermark && !read_blocked_) {
+      read_blocked_ = true;
+      UpdateReading();
+    }
+    StartTimer(ToMs(worker_->limits().idle_timeout), OnTimer);
+    return;
+  }
   if (nread < 0) {
     reading_ = false;
     eof_ = true;
@@ -182,6 +238,12 @@ int DownstreamConn::OnMessageBegin() {
   request_done_ = response_started_ = response_done_ = false;
   discard_body_ = req_chunked_ = resp_chunked_ = resp_no_body_ = false;
   retried_ = head_request_ = expect_continue_ = false;
+  idempotent_ = replayable_ = upgrade_requested_ = false;
+  attempts_ = 0;
+  replay_.clear();
+  last_error_.clear();
+  last_error_status_ = 503;
+  try_deadline_ = 0;
   StartTimer(ToMs(worker_->limits().header_timeout), OnTimer);
   return 0;
 }
@@ -298,8 +360,20 @@ int DownstreamConn::OnHeadersComplete() {
                                : "bad request: missing Host header\n");
   }
   if (parser_.method == HTTP_CONNECT) return Fail(405, "CONNECT is not supported\n");
-  // Protocol upgrades are not tunnelled yet: the request is proxied as a plain request (the
-  // Upgrade header is hop-by-hop and dropped), so the upstream answers it without switching.
+  // Protocol upgrades: a websocket upgrade (GET without a body) is forwarded with its Upgrade
+  // header, and a 101 answer turns both connections into a raw tunnel. The request itself is
+  // parsed as a normal bodyless message; bytes after it wait in pending_in_ until the upstream
+  // agrees to switch. Other upgrade tokens are dropped (Upgrade is hop-by-hop), so the upstream
+  // answers them as plain requests.
+  if (parser_.upgrade && parser_.method == HTTP_GET && http_minor_ >= 1 &&
+      !(parser_.flags & F_CHUNKED) &&
+      !((parser_.flags & F_CONTENT_LENGTH) && parser_.content_length > 0)) {
+    std::string_view upgrade = HeaderValue("upgrade");
+    if (TokenListContains(upgrade, "websocket")) {
+      upgrade_requested_ = true;
+      upgrade_value_.assign(upgrade.data(), upgrade.size());
+    }
+  }
   parser_.upgrade = 0;
   if (max_body_ != 0 && (parser_.flags & F_CONTENT_LENGTH) && parser_.content_length > max_body_) {
     WorkerStats::Add(worker_->mutable_stats().bad_requests);
@@ -327,8 +401,26 @@ int DownstreamConn::OnBody(const char* at, size_t n) {
                         uv_buf_init(const_cast<char*>(at), static_cast<unsigned>(n)),
                         uv_buf_init(const_cast<char*>("\r\n"), 2)};
     up_->Write(bufs, 3);
+    if (replayable_) {
+      if (replay_.size() + out_.size() + n + 2 > kMaxReplayBody) {
+        replayable_ = false;
+        std::string().swap(replay_);
+      } else {
+        replay_.append(out_);
+        replay_.append(at, n);
+        replay_.append("\r\n");
+      }
+    }
   } else {
     up_->Write(std::string_view(at, n));
+    if (replayable_) {
+      if (replay_.size() + n > kMaxReplayBody) {
+        replayable_ = false;
+        std::string().swap(replay_);
+      } else {
+        replay_.append(at, n);
+      }
+    }
   }
   if (up_->write_queue_size() > kHighWatermark && !read_blocked_) {
     read_blocked_ = true;
@@ -339,7 +431,10 @@ int DownstreamConn::OnBody(const char* at, size_t n) {
 
 int DownstreamConn::OnMessageComplete() {
   request_done_ = true;
-  if (req_chunked_ && up_ != nullptr && !discard_body_) up_->Write("0\r\n\r\n");
+  if (req_chunked_ && up_ != nullptr && !discard_body_) {
+    up_->Write("0\r\n\r\n");
+    if (replayable_) replay_.append("0\r\n\r\n");
+  }
   if (response_done_) {
     FinishExchange();
     // Parsing of a following pipelined request may continue right away unless we are closing.
@@ -403,14 +498,31 @@ int DownstreamConn::Dispatch() {
       break;
     }
   }
-  if (expect_continue_) Write("HTTP/1.1 100 Continue\r\n\r\n");
-  BuildUpstreamHead(table.clusters()[cluster_]);
+  const CompiledCluster& cluster = table.clusters()[cluster_];
+  ClusterCounters* counters = table_ref_->clusters[cluster_].counters;
+  if (cluster.max_requests != 0 && counters->active >= cluster.max_requests) {
+    WorkerStats::Add(worker_->mutable_stats().circuit_breaker_rejections);
+    return SendLocal(503,
+                     absl::StrCat("upstream overflow: circuit breaker max_requests (",
+                                  cluster.max_requests, " per worker) reached for cluster ",
+                                  cluster.name, "\n"),
+                     false);
+  }
+  ++counters->active;
+  counted_cluster_ = true;
+  idempotent_ = IsIdempotent(static_cast<llhttp_method_t>(parser_.method));
+  replayable_ = route_->retry.enabled() && idempotent_;
+  BuildUpstreamHead(cluster);
   request_timeout_ms_ =
       route_->timeout_ms != 0 ? route_->timeout_ms : ToMs(worker_->limits().request_timeout);
-  StartTimer(request_timeout_ms_, OnTimer);
-  if (!StartUpstream(false)) {
-    return SendLocal(503, "upstream connect error: cannot start a connection\n", false);
-  }
+  request_deadline_ = worker_->now_ms() + request_timeout_ms_;
+  try_deadline_ = 0;
+  ArmTimer();
+  std::string_view why;
+  if (!StartUpstream(false, false, &why)) return SendLocal(503, why, false);
+  // Sent only once the request is on its way: a client that waits for it would otherwise send
+  // its body to a request about to be refused.
+  if (expect_continue_) Write("HTTP/1.1 100 Continue\r\n\r\n");
   return 0;
 }
 
@@ -441,9 +553,18 @@ void DownstreamConn::BuildUpstreamHead(const CompiledCluster& cluster) {
   std::string_view connection_tokens;
   std::string_view xff, via;
   bool has_request_id = false;
+  int traceparents = 0;
+  bool trace_valid = false;
   for (const auto& [name, value] : header_views_) {
     if (HeaderNameEquals(name, "connection")) connection_tokens = value;
+    if (HeaderNameEquals(name, "traceparent")) {
+      ++traceparents;
+      trace_valid = ValidTraceparent(value);
+    }
   }
+  // One valid traceparent is propagated unchanged; none, several or a malformed one start a new
+  // trace (and a tracestate without a valid parent is meaningless, so it goes too).
+  trace_valid = trace_valid && traceparents == 1;
   for (const auto& [name, value] : header_views_) {
     if (IsHopByHopHeader(name)) continue;
     if (!connection_tokens.empty() && TokenListContains(connection_tokens, name)) continue;
@@ -461,6 +582,10 @@ void DownstreamConn::BuildUpstreamHead(const CompiledCluster& cluster) {
       continue;  // rewritten below: this proxy is the edge
     }
     if (HeaderNameEquals(name, "x-request-id")) has_request_id = true;
+    if (!trace_valid &&
+        (HeaderNameEquals(name, "traceparent") || HeaderNameEquals(name, "tracestate"))) {
+      continue;
+    }
     h.append(name.data(), name.size());
     h.append(": ");
     h.append(value.data(), value.size());
@@ -491,16 +616,30 @@ void DownstreamConn::BuildUpstreamHead(const CompiledCluster& cluster) {
     worker_->NewRequestId(h);
     h.append("\r\n");
   }
+  if (!trace_valid) {
+    // A new trace: random trace id and span id. Flagged sampled, so that services behind the
+    // proxy that record traces keep doing so when the proxy starts the trace.
+    h.append("traceparent: 00-");
+    worker_->AppendRandomHex(h, 16);
+    h.push_back('-');
+    worker_->AppendRandomHex(h, 8);
+    h.append("-01\r\n");
+  }
+  if (upgrade_requested_) {
+    h.append("connection: upgrade\r\nupgrade: ");
+    h.append(upgrade_value_);
+    h.append("\r\n");
+  }
   for (const auto& [name, value] : edits.set) absl::StrAppend(&h, name, ": ", value, "\r\n");
   for (const auto& [name, value] : edits.add) absl::StrAppend(&h, name, ": ", value, "\r\n");
   if (req_chunked_) h.append("transfer-encoding: chunked\r\n");
   h.append("\r\n");
 }
 
-bool DownstreamConn::StartUpstream(bool is_retry) {
+uint32_t DownstreamConn::PickEndpoint(bool is_retry, int avoid) {
   const CompiledCluster& cl = table_ref_->table->clusters()[cluster_];
   TableRef::ClusterState& state = table_ref_->clusters[cluster_];
-  size_t n = cl.endpoints.size();
+  uint32_t n = static_cast<uint32_t>(cl.endpoints.size());
   uint32_t e = 0;
   switch (cl.lb_policy) {
     case flexgate::v1::Cluster::LEAST_REQUEST: {
@@ -514,28 +653,142 @@ bool DownstreamConn::StartUpstream(bool is_retry) {
       std::string_view key = cl.hash_header.empty() ? std::string_view(client_ip_)
                                                     : HeaderValue(cl.hash_header);
       e = cl.ring.empty() ? 0 : cl.RingLookup(HashBytes(key));
-      if (is_retry) e = static_cast<uint32_t>((e + 1) % n);
       break;
     }
     default:
       e = cl.rr_schedule[state.rr_cursor++ % cl.rr_schedule.size()];
       break;
   }
+  if (n == 1) return e;
+  (void)is_retry;
+  // Skip endpoints that are ejected, failing health checks, or (on a retry) the one that just
+  // failed. Round robin moves on along its schedule, so the skipped endpoint's share is spread
+  // over the others by weight; the other policies take the next usable endpoint in index order,
+  // which keeps consistent hashing stable for every key that did not map to the skipped one.
+  uint64_t now = worker_->now_ms();
+  auto usable = [&](uint32_t i) {
+    return static_cast<int>(i) != avoid && !state.unhealthy[i] && !state.endpoints[i]->Ejected(now);
+  };
+  if (usable(e)) return e;
+  if (cl.lb_policy != flexgate::v1::Cluster::LEAST_REQUEST &&
+      cl.lb_policy != flexgate::v1::Cluster::CONSISTENT_HASH) {
+    for (size_t k = 0; k < cl.rr_schedule.size(); ++k) {
+      uint32_t i = cl.rr_schedule[state.rr_cursor++ % cl.rr_schedule.size()];
+      if (usable(i)) return i;
+    }
+  }
+  for (uint32_t k = 1; k < n; ++k) {
+    uint32_t i = (e + k) % n;
+    if (usable(i)) return i;
+  }
+  // Everything is ejected or unhealthy: fail open rather than refuse all traffic, but still move
+  // away from the endpoint that just failed.
+  if (static_cast<int>(e) == avoid) e = (e + 1) % n;
+  return e;
+}
+
+bool DownstreamConn::StartUpstream(bool is_retry, bool fresh, std::string_view* why) {
+  const CompiledCluster& cl = table_ref_->table->clusters()[cluster_];
+  TableRef::ClusterState& state = table_ref_->clusters[cluster_];
+  int avoid = is_retry && !fresh ? static_cast<int>(endpoint_) : -1;
+  uint32_t e = PickEndpoint(is_retry, avoid);
   endpoint_ = e;
   int err = 0;
-  UpstreamConn* up = worker_->AcquireUpstream(cl, cl.endpoints[e], is_retry, &err);
+  const char* overflow = nullptr;
+  UpstreamConn* up =
+      worker_->AcquireUpstream(cl, cl.endpoints[e], state.counters, fresh, &err, &overflow);
+  if (up == nullptr) {
+    WorkerStats::Add(worker_->mutable_stats().circuit_breaker_rejections);
+    last_error_ = absl::StrCat("upstream overflow: circuit breaker ", overflow, " (per worker) ",
+                               "reached for cluster ", cl.name, "\n");
+    *why = last_error_;
+    return false;
+  }
   if (err != 0) {
     WorkerStats::Add(worker_->mutable_stats().upstream_connect_failures);
     up->Close();
+    RecordOutcome(e, 0, true);
+    *why = "upstream connect error: cannot start a connection\n";
     return false;
   }
   up_ = up;
-  up->Attach(this, head_request_);
+  up->Attach(this, head_request_, upgrade_requested_);
   ++state.active[e];
   counted_active_ = true;
+  ++attempts_;
   WorkerStats::Add(worker_->mutable_stats().upstream_requests_total);
   up->Write(up_head_);
+  if (!replay_.empty()) up->Write(replay_);
+  if (route_->retry.per_try_timeout_ms != 0) {
+    try_deadline_ = worker_->now_ms() + route_->retry.per_try_timeout_ms;
+    ArmTimer();
+  }
   return true;
+}
+
+void DownstreamConn::ArmTimer() {
+  uint64_t now = worker_->now_ms();
+  uint64_t deadline = request_deadline_;
+  if (try_deadline_ != 0 && try_deadline_ < deadline) deadline = try_deadline_;
+  StartTimer(deadline > now ? deadline - now : 1, OnTimer);
+}
+
+void DownstreamConn::RecordOutcome(uint32_t endpoint, int status, bool connect_failure) {
+  if (table_ref_ == nullptr) return;
+  const CompiledCluster& cl = table_ref_->table->clusters()[cluster_];
+  if (!cl.outlier.enabled) return;
+  worker_->RecordEndpointOutcome(cl, table_ref_->clusters[cluster_], endpoint, status,
+                                 connect_failure);
+}
+
+bool DownstreamConn::MayRetry() {
+  if (route_ == nullptr || table_ref_ == nullptr) return false;
+  const CompiledRetryPolicy& p = route_->retry;
+  if (!p.enabled() || attempts_ >= p.attempts) return false;
+  if (!idempotent_ || !replayable_ || response_started_ || draining_) return false;
+  // Retry budget: retries in flight on this worker and cluster stay under budget_percent of the
+  // requests in flight (at least 3), so that retries cannot multiply the load of an upstream
+  // that is already failing.
+  ClusterCounters* cc = table_ref_->clusters[cluster_].counters;
+  uint32_t others = cc->retries_active - (retry_in_flight_ ? 1 : 0);
+  uint64_t allowed =
+      std::max<uint64_t>(3, static_cast<uint64_t>(cc->active) * p.budget_percent / 100);
+  if (others >= allowed) {
+    WorkerStats::Add(worker_->mutable_stats().retry_budget_exhausted);
+    return false;
+  }
+  return true;
+}
+
+void DownstreamConn::Retry() {
+  WorkerStats::Add(worker_->mutable_stats().upstream_retries);
+  if (!retry_in_flight_) {
+    retry_in_flight_ = true;
+    ++table_ref_->clusters[cluster_].counters->retries_active;
+  }
+  // The previous attempt may have blocked reading on back-pressure from its connection.
+  if (read_blocked_) {
+    read_blocked_ = false;
+    UpdateReading();
+  }
+  std::string_view why;
+  if (StartUpstream(true, false, &why)) return;
+  std::string body = last_error_;
+  if (body.empty() || body.back() != '\n') body.push_back('\n');
+  SendLocal(last_error_status_, body, false);
+}
+
+void DownstreamConn::EndRequestCounts() {
+  if (table_ref_ == nullptr) return;
+  ClusterCounters* cc = table_ref_->clusters[cluster_].counters;
+  if (counted_cluster_) {
+    counted_cluster_ = false;
+    --cc->active;
+  }
+  if (retry_in_flight_) {
+    retry_in_flight_ = false;
+    --cc->retries_active;
+  }
 }
 
 void DownstreamConn::EndActiveCount() {
@@ -589,10 +842,27 @@ void DownstreamConn::RecordStatus(int status) {
 
 void DownstreamConn::OnUpstreamHeaders(UpstreamConn* up) {
   if (closing_) return;
-  response_started_ = true;
   int status = up->status();
-  resp_no_body_ = head_request_ || status == 204 || status == 304;
-  bool close = close_after_ || draining_ || !client_keep_alive_;
+  RecordOutcome(endpoint_, status, false);
+  bool tunnel = up->tunnel();
+  if (!tunnel && route_->retry.RetriesStatus(status) && MayRetry()) {
+    // Drop this answer and its connection (its body is unread) and try another endpoint.
+    EndActiveCount();
+    up_ = nullptr;
+    up->Abandon();
+    last_error_status_ = status;
+    last_error_ = absl::StrCat("upstream answered ", status, " after ", attempts_, " attempts");
+    Retry();
+    return;
+  }
+  // The per-try timeout covers the wait for the response head only.
+  if (try_deadline_ != 0) {
+    try_deadline_ = 0;
+    ArmTimer();
+  }
+  response_started_ = true;
+  resp_no_body_ = head_request_ || status == 204 || status == 304 || tunnel;
+  bool close = !tunnel && (close_after_ || draining_ || !client_keep_alive_);
   if (!resp_no_body_ && !up->has_content_length()) {
     // Chunked or close-delimited upstream body: re-frame as chunked for HTTP/1.1 clients; an
     // HTTP/1.0 client learns the end from the connection closing.
@@ -613,9 +883,10 @@ void DownstreamConn::OnUpstreamHeaders(UpstreamConn* up) {
   if (reason.empty()) reason = ReasonPhrase(status);
   o.append(reason.data(), reason.size());
   o.append("\r\n");
-  std::string_view connection_tokens, via;
+  std::string_view connection_tokens, via, upgrade;
   for (const auto& [name, value] : up->headers()) {
     if (HeaderNameEquals(name, "connection")) connection_tokens = value;
+    if (HeaderNameEquals(name, "upgrade")) upgrade = value;
   }
   for (const auto& [name, value] : up->headers()) {
     if (IsHopByHopHeader(name)) continue;
@@ -640,7 +911,11 @@ void DownstreamConn::OnUpstreamHeaders(UpstreamConn* up) {
   for (const auto& [name, value] : edits.set) absl::StrAppend(&o, name, ": ", value, "\r\n");
   for (const auto& [name, value] : edits.add) absl::StrAppend(&o, name, ": ", value, "\r\n");
   if (resp_chunked_) o.append("transfer-encoding: chunked\r\n");
-  if (close) {
+  if (tunnel) {
+    o.append("connection: upgrade\r\nupgrade: ");
+    o.append(upgrade.empty() ? std::string_view(upgrade_value_) : upgrade);
+    o.append("\r\n");
+  } else if (close) {
     o.append("connection: close\r\n");
   } else if (http_minor_ == 0) {
     o.append("connection: keep-alive\r\n");
@@ -649,6 +924,38 @@ void DownstreamConn::OnUpstreamHeaders(UpstreamConn* up) {
   WorkerStats::Add(worker_->mutable_stats().bytes_sent, o.size());
   Write(o);
   RecordStatus(status);
+  if (tunnel) StartTunnel();
+}
+
+void DownstreamConn::StartTunnel() {
+  tunnel_ = true;
+  WorkerStats& st = worker_->mutable_stats();
+  WorkerStats::Add(st.upgrades_total);
+  WorkerStats::Add(st.upgrades_active);
+  // From here on the timer is an idle timeout, restarted by traffic in either direction.
+  try_deadline_ = 0;
+  StartTimer(ToMs(worker_->limits().idle_timeout), OnTimer);
+  if (!pending_in_.empty() && up_ != nullptr) {
+    // Bytes the client sent right behind the upgrade request belong to the new protocol.
+    up_->Write(pending_in_);
+    std::string().swap(pending_in_);
+  }
+  UpdateReading();
+}
+
+void DownstreamConn::OnTunnelData(const char* data, size_t len) {
+  if (closing_) return;
+  Write(std::string_view(data, len));
+  WorkerStats::Add(worker_->mutable_stats().bytes_sent, len);
+  if (up_ != nullptr && write_queue_size() > kHighWatermark) up_->StopReading();
+  StartTimer(ToMs(worker_->limits().idle_timeout), OnTimer);
+}
+
+void DownstreamConn::OnTunnelClosed() {
+  // The upstream closed its end (it closes itself): flush what it sent, then close.
+  EndActiveCount();
+  up_ = nullptr;
+  CloseAfterFlush();
 }
 
 void DownstreamConn::OnUpstreamBody(const char* data, size_t len) {
@@ -671,7 +978,9 @@ void DownstreamConn::OnUpstreamComplete(UpstreamConn* up, bool reusable) {
   if (resp_chunked_ && !resp_no_body_) Write("0\r\n\r\n");
   EndActiveCount();
   up_ = nullptr;
-  worker_->ReleaseUpstream(up, reusable && request_done_);
+  // After a declined upgrade the upstream's parser may still expect the other protocol: do not
+  // reuse that connection.
+  worker_->ReleaseUpstream(up, reusable && request_done_ && !upgrade_requested_);
   if (closing_) return;
   ResponseDone();
 }
@@ -680,7 +989,7 @@ void DownstreamConn::OnUpstreamError(UpstreamConn* up, int status, std::string_v
   EndActiveCount();
   if (up_ == up) up_ = nullptr;
   if (closing_ || shutdown_started_) return;
-  if (response_started_) {
+  if (response_started_ || route_ == nullptr) {
     // Part of the response is already on its way: the only honest signal left is to close.
     Close();
     return;
@@ -689,10 +998,24 @@ void DownstreamConn::OnUpstreamError(UpstreamConn* up, int status, std::string_v
   // Without a body the request can be sent again safely on a fresh connection.
   bool bodyless = !req_chunked_ && !(parser_.flags & F_CONTENT_LENGTH && parser_.content_length > 0) &&
                   body_bytes_ == 0;
-  if (!retried_ && up->reused() && !up->got_response_bytes() && bodyless) {
+  bool stale = up->reused() && !up->got_response_bytes();
+  if (!retried_ && stale && bodyless) {
     retried_ = true;
     WorkerStats::Add(worker_->mutable_stats().upstream_retries);
-    if (StartUpstream(true)) return;
+    std::string_view why;
+    if (StartUpstream(true, true, &why)) return;
+  }
+  using Kind = UpstreamConn::FailureKind;
+  Kind kind = up->failure_kind();
+  if (!stale) RecordOutcome(endpoint_, 502, kind == Kind::kConnect);
+  last_error_status_ = status;
+  last_error_.assign(message.data(), message.size());
+  const CompiledRetryPolicy& p = route_->retry;
+  bool retriable = (kind == Kind::kConnect && p.on_connect_failure) ||
+                   ((kind == Kind::kReset || kind == Kind::kProtocol) && p.on_reset);
+  if (retriable && MayRetry()) {
+    Retry();
+    return;
   }
   std::string body(message);
   body.push_back('\n');
@@ -757,6 +1080,7 @@ void DownstreamConn::ResumePending() {
 }
 
 void DownstreamConn::ReleaseTable() {
+  EndRequestCounts();
   if (table_ref_ != nullptr) {
     worker_->ReleaseTable(table_ref_);
     table_ref_ = nullptr;
@@ -805,7 +1129,38 @@ void DownstreamConn::OnTimer(uv_timer_t* t) {
       WorkerStats::Add(c->worker_->mutable_stats().bad_requests);
       c->Fail(408, "request header timeout\n");
       return;
-    case Phase::kActive:
+    case Phase::kActive: {
+      if (c->tunnel_) {
+        c->Close();  // an idle tunnel
+        return;
+      }
+      uint64_t now = c->worker_->now_ms();
+      if (now < c->request_deadline_) {
+        if (c->try_deadline_ == 0 || now < c->try_deadline_ || c->response_started_) {
+          c->ArmTimer();
+          return;
+        }
+        // The attempt's per-try timeout passed before a response head arrived.
+        WorkerStats& st = c->worker_->mutable_stats();
+        WorkerStats::Add(st.upstream_timeouts);
+        WorkerStats::Add(st.upstream_per_try_timeouts);
+        c->try_deadline_ = 0;
+        if (c->up_ != nullptr) {
+          c->EndActiveCount();
+          UpstreamConn* u = c->up_;
+          c->up_ = nullptr;
+          u->Abandon();
+        }
+        c->last_error_status_ = 504;
+        c->last_error_ = "upstream per-try timeout";
+        const CompiledRetryPolicy& p = c->route_->retry;
+        if ((p.on_5xx || p.on_gateway_error || p.on_reset) && c->MayRetry()) {
+          c->Retry();
+        } else {
+          c->SendLocal(504, "upstream per-try timeout\n", false);
+        }
+        return;
+      }
       WorkerStats::Add(c->worker_->mutable_stats().upstream_timeouts);
       if (c->response_started_) {
         c->Close();
@@ -819,10 +1174,12 @@ void DownstreamConn::OnTimer(uv_timer_t* t) {
       }
       c->Fail(504, "upstream request timeout\n");
       return;
+    }
   }
 }
 
 void DownstreamConn::OnClose() {
+  if (tunnel_) WorkerStats::Sub(worker_->mutable_stats().upgrades_active);
   if (up_ != nullptr) {
     EndActiveCount();
     UpstreamConn* u = up_;

@@ -14,6 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "dataplane/proxy/health_checker.h"
 #include "dataplane/proxy/worker.h"
 
 namespace flexgate::dataplane {
@@ -129,6 +130,16 @@ class ProxyServerImpl final : public ProxyServer {
     }
     workers_ = std::move(workers);
     ports_ = std::move(ports);
+    // One health checker for all workers; it posts verdicts to each worker's inbox.
+    std::vector<Worker*> targets;
+    for (auto& w : workers_) targets.push_back(w.get());
+    health_ = std::make_unique<internal::HealthChecker>(
+        [targets](std::shared_ptr<const internal::HealthSnapshot> snap) {
+          for (Worker* w : targets) w->PostHealth(snap);
+        });
+    absl::Status hs = health_->Start();
+    if (!hs.ok()) return hs;
+    health_->SetTable(current_);
     for (auto& w : workers_) {
       Worker* raw = w.get();
       threads_.emplace_back([raw] { raw->Run(); });
@@ -150,6 +161,7 @@ class ProxyServerImpl final : public ProxyServer {
     {
       absl::MutexLock lock(&mu_);
       current_ = table;
+      if (health_) health_->SetTable(table);
       if (state_ == State::kRunning) {
         // +1 held by this function so that `done` cannot run before every post was made.
         update->remaining.store(static_cast<int>(workers_.size()) + 1);
@@ -173,6 +185,8 @@ class ProxyServerImpl final : public ProxyServer {
       if (state_ == State::kCreated) state_ = State::kDrained;
       if (state_ != State::kRunning) return;
       state_ = State::kDraining;
+      // The checker goes first: it posts into the workers' inboxes.
+      if (health_) health_->Stop();
       for (auto& w : workers_) w->PostDrain(deadline);
       threads.swap(threads_);
     }
@@ -185,6 +199,10 @@ class ProxyServerImpl final : public ProxyServer {
     ProxyStats out;
     absl::MutexLock lock(&mu_);
     for (const auto& w : workers_) w->stats().AddTo(out);
+    if (health_) {
+      out.health_checks_total = health_->probes();
+      out.health_check_failures = health_->failures();
+    }
     return out;
   }
 
@@ -193,7 +211,7 @@ class ProxyServerImpl final : public ProxyServer {
     for (const auto& w : workers_) {
       if (w->loop_close_result() != 0) return false;
     }
-    return true;
+    return !health_ || health_->loop_closed_cleanly();
   }
 
  private:
@@ -205,6 +223,7 @@ class ProxyServerImpl final : public ProxyServer {
   std::vector<std::thread> threads_ ABSL_GUARDED_BY(mu_);
   std::vector<uint16_t> ports_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<const RouteTable> current_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<internal::HealthChecker> health_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace

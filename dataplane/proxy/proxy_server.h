@@ -50,6 +50,14 @@ struct ProxyStats {
   uint64_t upstream_timeouts = 0;  // connect and request timeouts
   uint64_t upstream_retries = 0;
   uint64_t bad_requests = 0;       // malformed or oversized requests answered 4xx and closed
+  uint64_t upstream_per_try_timeouts = 0;   // attempts cut by a retry policy's per_try_timeout
+  uint64_t retry_budget_exhausted = 0;      // retries refused because of the retry budget
+  uint64_t outlier_ejections = 0;           // endpoints ejected by passive outlier detection
+  uint64_t circuit_breaker_rejections = 0;  // requests answered 503 by a circuit breaker
+  uint64_t upgrades_total = 0;              // protocol upgrades (websocket) tunnelled
+  uint64_t upgrades_active = 0;             // tunnels open now
+  uint64_t health_checks_total = 0;         // active health check probes sent
+  uint64_t health_check_failures = 0;       // probes that failed (error, timeout, bad status)
 };
 
 class ProxyServer {

@@ -156,6 +156,25 @@ bool CompiledHeaderEdits::Drops(std::string_view name) const {
   return false;
 }
 
+bool CompiledRetryPolicy::RetriesStatus(int status) const {
+  if (on_5xx && status >= 500 && status <= 599) return true;
+  if (on_gateway_error && (status == 502 || status == 503 || status == 504)) return true;
+  if (on_retriable_status) {
+    for (uint32_t s : retriable_statuses) {
+      if (static_cast<int>(s) == status) return true;
+    }
+  }
+  return false;
+}
+
+bool CompiledCluster::HealthCheck::StatusHealthy(int status) const {
+  if (expected_statuses.empty()) return status >= 200 && status <= 399;
+  for (uint32_t s : expected_statuses) {
+    if (static_cast<int>(s) == status) return true;
+  }
+  return false;
+}
+
 uint32_t CompiledCluster::RingLookup(uint64_t hash) const {
   hash = Mix64(hash);
   auto it = std::lower_bound(ring.begin(), ring.end(), std::make_pair(hash, uint32_t{0}));
@@ -344,6 +363,38 @@ absl::StatusOr<std::shared_ptr<const RouteTable>> CompileRouteTable(const Config
     if (c.pool().max_idle_per_endpoint() > 0) cc.max_idle_per_endpoint = c.pool().max_idle_per_endpoint();
     if (DurationMs(c.pool().idle_timeout()) > 0) cc.idle_timeout_ms = DurationMs(c.pool().idle_timeout());
     cc.max_requests_per_connection = c.pool().max_requests_per_connection();
+    if (c.has_outlier_detection()) {
+      const auto& od = c.outlier_detection();
+      cc.outlier.enabled = true;
+      cc.outlier.consecutive_5xx = od.consecutive_5xx();
+      cc.outlier.consecutive_connect_failures = od.consecutive_connect_failures();
+      if (cc.outlier.consecutive_5xx == 0 && cc.outlier.consecutive_connect_failures == 0) {
+        // An empty block turns detection on with the usual thresholds.
+        cc.outlier.consecutive_5xx = 5;
+        cc.outlier.consecutive_connect_failures = 5;
+      }
+      if (DurationMs(od.base_ejection_time()) > 0) {
+        cc.outlier.base_ejection_ms = DurationMs(od.base_ejection_time());
+      }
+      if (od.max_ejection_percent() > 0) {
+        cc.outlier.max_ejection_percent = std::min<uint32_t>(od.max_ejection_percent(), 100);
+      }
+    }
+    if (c.has_health_check()) {
+      const auto& hc = c.health_check();
+      auto& h = cc.health_check;
+      h.enabled = true;
+      if (!hc.path().empty()) h.path = hc.path();
+      h.host = hc.host();
+      if (DurationMs(hc.interval()) > 0) h.interval_ms = DurationMs(hc.interval());
+      if (DurationMs(hc.timeout()) > 0) h.timeout_ms = DurationMs(hc.timeout());
+      if (hc.healthy_threshold() > 0) h.healthy_threshold = hc.healthy_threshold();
+      if (hc.unhealthy_threshold() > 0) h.unhealthy_threshold = hc.unhealthy_threshold();
+      h.expected_statuses.assign(hc.expected_statuses().begin(), hc.expected_statuses().end());
+    }
+    cc.max_connections = c.circuit_breakers().max_connections();
+    cc.max_pending_requests = c.circuit_breakers().max_pending_requests();
+    cc.max_requests = c.circuit_breakers().max_requests();
   }
 
   auto find_cluster = [&](const std::string& name, const std::string& where)
@@ -464,6 +515,35 @@ absl::StatusOr<std::shared_ptr<const RouteTable>> CompileRouteTable(const Config
         return absl::InvalidArgumentError(absl::StrCat(where, ": route has no action"));
     }
     cr.timeout_ms = DurationMs(r.timeout());
+    if (r.has_retry()) {
+      const auto& rp = r.retry();
+      CompiledRetryPolicy& p = cr.retry;
+      p.attempts = std::max<uint32_t>(1, std::min<uint32_t>(rp.attempts(), 10));
+      for (const auto& on : rp.retry_on()) {
+        std::string o = absl::AsciiStrToLower(on);
+        if (o == "connect-failure") {
+          p.on_connect_failure = true;
+        } else if (o == "reset") {
+          p.on_reset = true;
+        } else if (o == "5xx") {
+          p.on_5xx = true;
+        } else if (o == "gateway-error") {
+          p.on_gateway_error = true;
+        } else if (o == "retriable-status") {
+          p.on_retriable_status = true;
+        } else {
+          return absl::InvalidArgumentError(
+              absl::StrCat(where, ".retry.retry_on: unknown condition \"", on, "\""));
+        }
+      }
+      // 5xx and gateway-error also cover failures that never produced an answer.
+      if (p.on_5xx) p.on_connect_failure = p.on_reset = true;
+      if (p.on_gateway_error) p.on_connect_failure = true;
+      if (rp.retry_on().empty()) p.on_connect_failure = true;
+      p.retriable_statuses.assign(rp.retriable_statuses().begin(), rp.retriable_statuses().end());
+      p.per_try_timeout_ms = DurationMs(rp.per_try_timeout());
+      if (rp.budget_percent() > 0) p.budget_percent = std::min<uint32_t>(rp.budget_percent(), 100);
+    }
     if (!r.prefix_rewrite().empty()) {
       if (cr.path_kind != CompiledRoute::PathKind::kPrefix &&
           !(pm.kind_case() == flexgate::v1::PathMatch::kPrefix)) {

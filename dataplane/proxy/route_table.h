@@ -66,6 +66,39 @@ struct CompiledCluster {
   uint64_t idle_timeout_ms = 30000;
   uint32_t max_requests_per_connection = 0;  // 0 = unlimited
 
+  // Passive outlier ejection (per worker): after `consecutive_5xx` 5xx answers or
+  // `consecutive_connect_failures` failed connects in a row, an endpoint is skipped for
+  // base_ejection_ms * times it was ejected, while at most max_ejection_percent of the cluster's
+  // endpoints (but always at least one) are ejected. 0 thresholds disable that trigger.
+  struct Outlier {
+    bool enabled = false;
+    uint32_t consecutive_5xx = 0;
+    uint32_t consecutive_connect_failures = 0;
+    uint64_t base_ejection_ms = 30000;
+    uint32_t max_ejection_percent = 10;
+  };
+  Outlier outlier;
+
+  // Active HTTP health checks, run by one checker per ProxyServer (not per worker).
+  struct HealthCheck {
+    bool enabled = false;
+    std::string path = "/";
+    std::string host;  // empty = the endpoint's address
+    uint64_t interval_ms = 10000;
+    uint64_t timeout_ms = 1000;
+    uint32_t healthy_threshold = 1;
+    uint32_t unhealthy_threshold = 2;
+    std::vector<uint32_t> expected_statuses;  // empty = 200-399
+    bool StatusHealthy(int status) const;
+  };
+  HealthCheck health_check;
+
+  // Circuit breakers, enforced per worker (each worker counts only its own connections and
+  // requests, so the effective cluster-wide limit is N workers times these). 0 = unlimited.
+  uint32_t max_connections = 0;
+  uint32_t max_pending_requests = 0;
+  uint32_t max_requests = 0;
+
   // Index into `ring` for a hash value.
   uint32_t RingLookup(uint64_t hash) const;
 };
@@ -91,6 +124,23 @@ struct CompiledHeaderMatch {
   bool invert = false;
 };
 
+// Route retry policy. Retries happen only for idempotent methods and only while the request body
+// can be replayed (no body, or a body small enough to keep a copy of).
+struct CompiledRetryPolicy {
+  uint32_t attempts = 1;  // total, including the first; 1 = no retry
+  bool on_connect_failure = false;
+  bool on_reset = false;           // the connection broke before a response head arrived
+  bool on_5xx = false;             // any 5xx answer (and connect failures and resets)
+  bool on_gateway_error = false;   // 502, 503, 504 answers (and connect failures)
+  bool on_retriable_status = false;
+  std::vector<uint32_t> retriable_statuses;
+  uint64_t per_try_timeout_ms = 0;  // 0 = only the whole-request timeout
+  uint32_t budget_percent = 20;     // retries in flight <= this % of active requests (min 3)
+  bool enabled() const { return attempts > 1; }
+  // Whether an upstream answer with `status` should be retried.
+  bool RetriesStatus(int status) const;
+};
+
 struct CompiledRoute {
   enum class PathKind { kAny, kExact, kPrefix, kRegex };
   enum class ActionKind { kCluster, kWeightedClusters, kRedirect, kDirectResponse };
@@ -114,6 +164,7 @@ struct CompiledRoute {
   std::string direct_content_type;
 
   uint64_t timeout_ms = 0;  // 0 = the agent default
+  CompiledRetryPolicy retry;
   std::string prefix_rewrite;
   bool has_prefix_rewrite = false;
   CompiledHeaderEdits request_headers;

@@ -59,10 +59,14 @@ struct UpstreamCallbacks {
     u->status_ = p->status_code;
     if (u->status_ >= 100 && u->status_ < 200) {
       // Interim responses (100 Continue, 103 Early Hints) are consumed here: the proxy answers
-      // Expect: 100-continue itself. 101 means an upgrade we did not ask for.
-      if (u->status_ == 101) return -1;
-      u->interim_ = true;
-      return 0;
+      // Expect: 100-continue itself. A 101 is only welcome when the request asked to upgrade.
+      if (u->status_ == 101) {
+        if (!u->upgrade_requested_ || u->down_ == nullptr) return -1;
+        u->tunnel_ = true;
+      } else {
+        u->interim_ = true;
+        return 0;
+      }
     }
     u->header_views_.clear();
     for (const auto& s : u->spans_) {
@@ -73,6 +77,8 @@ struct UpstreamCallbacks {
     }
     u->eof_body_ = !u->head_request_ && llhttp_message_needs_eof(p) != 0;
     if (u->down_ != nullptr) u->down_->OnUpstreamHeaders(u);
+    // The downstream side may have dropped this connection (to retry elsewhere): stop parsing.
+    if (u->closing_) return -1;
     // HEAD responses carry framing headers but no body.
     return u->head_request_ ? 1 : 0;
   }
@@ -112,14 +118,16 @@ struct UpstreamCallbacks {
 };
 
 UpstreamConn::UpstreamConn(Worker* worker, const CompiledEndpoint& endpoint,
-                           const CompiledCluster& cluster)
+                           const CompiledCluster& cluster, ClusterCounters* counters)
     : Conn(worker),
       key_(endpoint.key),
       addr_(endpoint.addr),
       addr_len_(endpoint.addr_len),
       max_idle_(cluster.max_idle_per_endpoint),
       idle_timeout_ms_(cluster.idle_timeout_ms),
-      max_requests_(cluster.max_requests_per_connection) {
+      max_requests_(cluster.max_requests_per_connection),
+      counters_(counters) {
+  ++counters_->connections;
   llhttp_init(&parser_, HTTP_RESPONSE, UpstreamCallbacks::Settings());
   parser_.data = this;
   connect_req_.data = this;
@@ -134,7 +142,7 @@ int UpstreamConn::Connect(uint64_t connect_timeout_ms) {
     WorkerStats& st = u->worker_->mutable_stats();
     WorkerStats::Add(st.upstream_connect_failures);
     WorkerStats::Add(st.upstream_timeouts);
-    u->Fail(503, absl::StrCat("upstream connect timeout (", u->key_, ")"));
+    u->Fail(503, absl::StrCat("upstream connect timeout (", u->key_, ")"), FailureKind::kConnect);
   });
   return 0;
 }
@@ -143,9 +151,11 @@ void UpstreamConn::OnConnect(uv_connect_t* req, int status) {
   auto* u = static_cast<UpstreamConn*>(req->data);
   if (u->closing_) return;
   u->StopTimer();
+  u->EndPending();
   if (status < 0) {
     WorkerStats::Add(u->worker_->mutable_stats().upstream_connect_failures);
-    u->Fail(503, absl::StrCat("upstream connect error (", u->key_, "): ", uv_strerror(status)));
+    u->Fail(503, absl::StrCat("upstream connect error (", u->key_, "): ", uv_strerror(status)),
+            FailureKind::kConnect);
     return;
   }
   u->connected_ = true;
@@ -153,8 +163,21 @@ void UpstreamConn::OnConnect(uv_connect_t* req, int status) {
   u->StartReading();
 }
 
-void UpstreamConn::Attach(DownstreamConn* down, bool head_request) {
+void UpstreamConn::EndPending() {
+  if (!pending_counted_) return;
+  pending_counted_ = false;
+  --counters_->pending;
+}
+
+void UpstreamConn::Attach(DownstreamConn* down, bool head_request, bool upgrade) {
   down_ = down;
+  upgrade_requested_ = upgrade;
+  failure_ = FailureKind::kNone;
+  if (!connected_ && !pending_counted_) {
+    // The request waits for this connection's handshake (circuit breaker max_pending_requests).
+    pending_counted_ = true;
+    ++counters_->pending;
+  }
   // A pooled connection's idle timer stops; a fresh one keeps its connect timer running.
   if (idle_) StopTimer();
   idle_ = false;
@@ -202,6 +225,13 @@ void UpstreamConn::OnRead(ssize_t nread, const uv_buf_t* buf) {
       Close();
       return;
     }
+    if (tunnel_) {
+      DownstreamConn* d = down_;
+      down_ = nullptr;
+      Close();
+      d->OnTunnelClosed();
+      return;
+    }
     if (nread == UV_EOF && eof_body_) {
       // The body was delimited by the connection's end: that end completes it.
       llhttp_finish(&parser_);
@@ -210,8 +240,14 @@ void UpstreamConn::OnRead(ssize_t nread, const uv_buf_t* buf) {
         return;
       }
     }
-    Fail(502, got_bytes_ ? "upstream closed the connection before the response was complete"
-                         : "upstream closed the connection before responding");
+    Fail(502,
+         got_bytes_ ? "upstream closed the connection before the response was complete"
+                    : "upstream closed the connection before responding",
+         FailureKind::kReset);
+    return;
+  }
+  if (tunnel_) {
+    down_->OnTunnelData(buf->base, static_cast<size_t>(nread));
     return;
   }
   if (idle_ || down_ == nullptr) {
@@ -225,11 +261,20 @@ void UpstreamConn::OnRead(ssize_t nread, const uv_buf_t* buf) {
   if (err == HPE_PAUSED && message_complete_) {
     size_t used = static_cast<size_t>(llhttp_get_error_pos(&parser_) - buf->base);
     llhttp_resume(&parser_);
+    if (tunnel_) {
+      // After the 101 the bytes belong to the upgraded protocol: relay them as they are.
+      message_complete_ = false;
+      if (used < static_cast<size_t>(nread) && down_ != nullptr) {
+        down_->OnTunnelData(buf->base + used, static_cast<size_t>(nread) - used);
+      }
+      return;
+    }
     HandleMessageComplete(used == static_cast<size_t>(nread));
     return;
   }
   if (err != HPE_OK) {
-    Fail(502, absl::StrCat("invalid response from upstream: ", llhttp_errno_name(err)));
+    Fail(502, absl::StrCat("invalid response from upstream: ", llhttp_errno_name(err)),
+         FailureKind::kProtocol);
   }
 }
 
@@ -244,7 +289,8 @@ void UpstreamConn::HandleMessageComplete(bool clean) {
   d->OnUpstreamComplete(this, reusable);
 }
 
-void UpstreamConn::Fail(int status, std::string message) {
+void UpstreamConn::Fail(int status, std::string message, FailureKind kind) {
+  failure_ = kind;
   DownstreamConn* d = down_;
   down_ = nullptr;
   if (d != nullptr) d->OnUpstreamError(this, status, message);
@@ -254,7 +300,9 @@ void UpstreamConn::Fail(int status, std::string message) {
 void UpstreamConn::OnWriteDone(int status) {
   if (closing_) return;
   if (status < 0) {
-    if (status != UV_ECANCELED) Fail(502, absl::StrCat("upstream write failed: ", uv_strerror(status)));
+    if (status != UV_ECANCELED) {
+      Fail(502, absl::StrCat("upstream write failed: ", uv_strerror(status)), FailureKind::kReset);
+    }
     return;
   }
   if (down_ != nullptr && write_queue_size() < kLowWatermark) down_->OnUpstreamWritable();
@@ -262,8 +310,11 @@ void UpstreamConn::OnWriteDone(int status) {
 
 void UpstreamConn::OnClose() {
   worker_->Forget(this);
+  EndPending();
+  --counters_->connections;
   DownstreamConn* d = down_;
   down_ = nullptr;
+  if (failure_ == FailureKind::kNone) failure_ = FailureKind::kReset;
   if (d != nullptr) d->OnUpstreamError(this, 502, "upstream connection closed");
 }
 

@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -41,6 +42,19 @@ void WorkerStats::AddTo(ProxyStats& out) const {
   out.bytes_sent += r(bytes_sent);
   out.route_table_swaps += r(route_table_swaps);
   out.bad_requests += r(bad_requests);
+  out.upstream_per_try_timeouts += r(upstream_per_try_timeouts);
+  out.retry_budget_exhausted += r(retry_budget_exhausted);
+  out.outlier_ejections += r(outlier_ejections);
+  out.circuit_breaker_rejections += r(circuit_breaker_rejections);
+  out.upgrades_total += r(upgrades_total);
+  out.upgrades_active += r(upgrades_active);
+}
+
+std::string HealthSnapshot::Key(std::string_view cluster, std::string_view endpoint_key) {
+  std::string k(cluster);
+  k.push_back('|');
+  k.append(endpoint_key);
+  return k;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -60,6 +74,29 @@ void Conn::Close() {
   OnClose();
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), OnHandleClosed);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), OnHandleClosed);
+}
+
+void Conn::ShutdownThenClose() {
+  if (closing_) return;
+  if (reading_) {
+    uv_read_stop(stream());
+    reading_ = false;
+  }
+  auto* req = new uv_shutdown_t;
+  req->data = this;
+  // The shutdown callback runs (possibly with UV_ECANCELED) before the handle's close callback,
+  // so `this` is still alive there.
+  int rc = uv_shutdown(req, stream(), [](uv_shutdown_t* r, int) {
+    auto* c = static_cast<Conn*>(r->data);
+    delete r;
+    c->Close();
+  });
+  if (rc != 0) {
+    delete req;
+    Close();
+    return;
+  }
+  StartTimer(5000, [](uv_timer_t* t) { static_cast<Conn*>(t->data)->Close(); });
 }
 
 void Conn::OnHandleClosed(uv_handle_t* h) {
@@ -213,7 +250,9 @@ void Worker::HandleMessages() {
     updates.swap(inbox_);
     drain = drain_requested_ && !draining_;
     deadline = drain_deadline_;
+    if (health_inbox_) health_ = std::move(health_inbox_);
   }
+  if (current_ != nullptr) ApplyHealth(current_);
   if (!updates.empty()) {
     // Coalesced: only the newest table matters, but every update's countdown must arrive.
     SwapTable(updates.back()->table);
@@ -227,16 +266,81 @@ void Worker::SwapTable(std::shared_ptr<const RouteTable> table) {
   auto* ref = new TableRef;
   ref->clusters.resize(table->clusters().size());
   for (size_t i = 0; i < ref->clusters.size(); ++i) {
-    ref->clusters[i].active.assign(table->clusters()[i].endpoints.size(), 0);
+    const CompiledCluster& cl = table->clusters()[i];
+    TableRef::ClusterState& cs = ref->clusters[i];
+    cs.active.assign(cl.endpoints.size(), 0);
+    auto& counters = cluster_counters_[cl.name];
+    if (!counters) counters = std::make_unique<ClusterCounters>();
+    cs.counters = counters.get();
+    for (const CompiledEndpoint& ep : cl.endpoints) {
+      auto& st = endpoint_states_[ep.key];
+      if (!st) st = std::make_unique<EndpointState>();
+      cs.endpoints.push_back(st.get());
+    }
     // Start round robin at a different place on every worker so that workers do not all hit
     // the first endpoint first.
     ref->clusters[i].rr_cursor = static_cast<uint32_t>(id_);
   }
   ref->table = std::move(table);
   ref->refs = 1;  // held by current_
+  ApplyHealth(ref);
   TableRef* old = current_;
   current_ = ref;
   if (old != nullptr) ReleaseTable(old);
+}
+
+void Worker::ApplyHealth(TableRef* ref) {
+  const auto& clusters = ref->table->clusters();
+  for (size_t i = 0; i < clusters.size(); ++i) {
+    TableRef::ClusterState& cs = ref->clusters[i];
+    cs.unhealthy.assign(clusters[i].endpoints.size(), 0);
+    if (!health_ || !clusters[i].health_check.enabled) continue;
+    for (size_t e = 0; e < clusters[i].endpoints.size(); ++e) {
+      cs.unhealthy[e] = health_->unhealthy.contains(
+          HealthSnapshot::Key(clusters[i].name, clusters[i].endpoints[e].key));
+    }
+  }
+}
+
+void Worker::PostHealth(std::shared_ptr<const HealthSnapshot> health) {
+  absl::MutexLock lock(&mu_);
+  if (!inbox_open_) return;
+  health_inbox_ = std::move(health);
+  uv_async_send(&async_);
+}
+
+void Worker::RecordEndpointOutcome(const CompiledCluster& cluster, TableRef::ClusterState& state,
+                                   uint32_t endpoint, int status, bool connect_failure) {
+  EndpointState* st = state.endpoints[endpoint];
+  bool trip = false;
+  if (connect_failure) {
+    ++st->consecutive_connect_failures;
+    trip = cluster.outlier.consecutive_connect_failures != 0 &&
+           st->consecutive_connect_failures >= cluster.outlier.consecutive_connect_failures;
+  } else if (status >= 500) {
+    st->consecutive_connect_failures = 0;
+    ++st->consecutive_5xx;
+    trip = cluster.outlier.consecutive_5xx != 0 &&
+           st->consecutive_5xx >= cluster.outlier.consecutive_5xx;
+  } else {
+    st->consecutive_5xx = 0;
+    st->consecutive_connect_failures = 0;
+  }
+  if (!trip || !cluster.outlier.enabled) return;
+  uint64_t now = now_ms();
+  if (st->Ejected(now)) return;
+  // Never eject more than max_ejection_percent of the cluster, but always allow one, so that a
+  // single bad endpoint of a small cluster can still be taken out.
+  size_t n = state.endpoints.size();
+  size_t ejected = 0;
+  for (EndpointState* other : state.endpoints) ejected += other->Ejected(now) ? 1 : 0;
+  size_t max_ejected = std::max<size_t>(1, n * cluster.outlier.max_ejection_percent / 100);
+  if (ejected >= max_ejected) return;
+  ++st->times_ejected;
+  st->ejected_until_ms = now + cluster.outlier.base_ejection_ms * st->times_ejected;
+  st->consecutive_5xx = 0;
+  st->consecutive_connect_failures = 0;
+  WorkerStats::Add(stats_.outlier_ejections);
 }
 
 TableRef* Worker::AcquireTable() {
@@ -307,8 +411,10 @@ void Worker::Forget(UpstreamConn* c) {
 }
 
 UpstreamConn* Worker::AcquireUpstream(const CompiledCluster& cluster, const CompiledEndpoint& ep,
-                                      bool fresh, int* connect_error) {
+                                      ClusterCounters* counters, bool fresh, int* connect_error,
+                                      const char** overflow) {
   *connect_error = 0;
+  *overflow = nullptr;
   if (!fresh) {
     auto it = idle_.find(ep.key);
     if (it != idle_.end() && !it->second.empty()) {
@@ -319,7 +425,15 @@ UpstreamConn* Worker::AcquireUpstream(const CompiledCluster& cluster, const Comp
       return c;
     }
   }
-  auto* c = new UpstreamConn(this, ep, cluster);
+  if (cluster.max_connections != 0 && counters->connections >= cluster.max_connections) {
+    *overflow = "max_connections";
+    return nullptr;
+  }
+  if (cluster.max_pending_requests != 0 && counters->pending >= cluster.max_pending_requests) {
+    *overflow = "max_pending_requests";
+    return nullptr;
+  }
+  auto* c = new UpstreamConn(this, ep, cluster, counters);
   upstreams_.insert(c);
   WorkerStats::Add(stats_.upstream_connections_total);
   uint64_t timeout = cluster.connect_timeout_ms != 0 ? cluster.connect_timeout_ms
@@ -370,6 +484,18 @@ void Worker::NewRequestId(std::string& out) {
     buf[16 + i] = kHex[(b >> (i * 4)) & 0xf];
   }
   out.append(buf, sizeof(buf));
+}
+
+void Worker::AppendRandomHex(std::string& out, int bytes) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  uint64_t r = 0;
+  for (int i = 0; i < bytes; ++i) {
+    if (i % 8 == 0) r = NextRandom();
+    unsigned char b = static_cast<unsigned char>(r & 0xff);
+    r >>= 8;
+    out.push_back(kHex[b >> 4]);
+    out.push_back(kHex[b & 0xf]);
+  }
 }
 
 void Worker::AllocShared(uv_handle_t* h, size_t, uv_buf_t* buf) {

@@ -45,6 +45,12 @@ struct WorkerStats {
   Counter bytes_sent{0};
   Counter route_table_swaps{0};
   Counter bad_requests{0};
+  Counter upstream_per_try_timeouts{0};
+  Counter retry_budget_exhausted{0};
+  Counter outlier_ejections{0};
+  Counter circuit_breaker_rejections{0};
+  Counter upgrades_total{0};
+  Counter upgrades_active{0};
 
   static void Add(Counter& c, uint64_t n = 1) {
     c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
@@ -65,12 +71,41 @@ struct TableUpdate {
   }
 };
 
+// Per-worker state of one upstream endpoint, kept across table swaps (keyed by endpoint key):
+// passive outlier detection. Loop thread only.
+struct EndpointState {
+  uint32_t consecutive_5xx = 0;
+  uint32_t consecutive_connect_failures = 0;
+  uint32_t times_ejected = 0;
+  uint64_t ejected_until_ms = 0;  // uv_now() time; ejected while now < this
+  bool Ejected(uint64_t now_ms) const { return ejected_until_ms > now_ms; }
+};
+
+// Per-worker counters of one cluster, kept across table swaps (keyed by cluster name): what the
+// circuit breakers and the retry budget look at. Loop thread only.
+struct ClusterCounters {
+  uint32_t connections = 0;     // open upstream connections opened for this cluster
+  uint32_t pending = 0;         // requests waiting for their connection to be established
+  uint32_t active = 0;          // requests in flight
+  uint32_t retries_active = 0;  // of those, requests on a retry attempt
+};
+
+// Endpoint health as published by the active health checker: the keys ("cluster|ip:port") of
+// endpoints currently failing their checks. Immutable, shared by every worker.
+struct HealthSnapshot {
+  absl::flat_hash_set<std::string> unhealthy;
+  static std::string Key(std::string_view cluster, std::string_view endpoint_key);
+};
+
 // Per-worker, per-table mutable load-balancing state and a plain reference count: requests pin
 // the table they started with without touching the shared_ptr's atomic count.
 struct TableRef {
   struct ClusterState {
     uint32_t rr_cursor = 0;
     std::vector<uint32_t> active;  // requests in flight per endpoint (least request)
+    ClusterCounters* counters = nullptr;     // owned by the Worker
+    std::vector<EndpointState*> endpoints;   // owned by the Worker, parallel to `active`
+    std::vector<uint8_t> unhealthy;          // active health check verdicts, parallel too
   };
   std::shared_ptr<const RouteTable> table;
   std::vector<ClusterState> clusters;
@@ -90,6 +125,8 @@ class Conn {
 
   // Closes both handles; `this` is deleted from the loop once both close callbacks ran.
   void Close();
+  // Flushes queued writes, sends FIN, then closes (bounded by a linger timer).
+  void ShutdownThenClose();
   bool closing() const { return closing_; }
   uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
   size_t write_queue_size() const { return tcp_.write_queue_size; }
@@ -121,13 +158,18 @@ class Conn {
 // One pooled or fresh connection to an upstream endpoint.
 class UpstreamConn final : public Conn {
  public:
-  UpstreamConn(Worker* worker, const CompiledEndpoint& endpoint, const CompiledCluster& cluster);
+  // Why an exchange failed without a usable response (what retries and outlier detection use).
+  enum class FailureKind : uint8_t { kNone, kConnect, kReset, kProtocol };
+
+  UpstreamConn(Worker* worker, const CompiledEndpoint& endpoint, const CompiledCluster& cluster,
+               ClusterCounters* counters);
 
   // Starts the non-blocking connect; an error status if it could not even start. Writes may be
   // queued right away: libuv holds them until the connection is established.
   int Connect(uint64_t connect_timeout_ms);
-  // Binds to a downstream exchange (fresh or taken from the pool).
-  void Attach(DownstreamConn* down, bool head_request);
+  // Binds to a downstream exchange (fresh or taken from the pool). `upgrade`: the request asks
+  // for a protocol switch, so a 101 answer turns the connection into a raw tunnel.
+  void Attach(DownstreamConn* down, bool head_request, bool upgrade = false);
   // The downstream side went away: the exchange is abandoned and the connection closed.
   void Abandon();
   // The exchange ended normally; the worker pools or closes the connection next.
@@ -145,6 +187,9 @@ class UpstreamConn final : public Conn {
   uint32_t max_idle() const { return max_idle_; }
   bool exhausted() const { return max_requests_ != 0 && requests_ >= max_requests_; }
   bool got_response_bytes() const { return got_bytes_; }
+  bool connected() const { return connected_; }
+  FailureKind failure_kind() const { return failure_; }
+  bool tunnel() const { return tunnel_; }
 
   // Response head as parsed (valid from OnUpstreamHeaders until the next response).
   int status() const { return status_; }
@@ -160,8 +205,9 @@ class UpstreamConn final : public Conn {
   friend struct UpstreamCallbacks;
   void OnClose() override;
   void OnRead(ssize_t nread, const uv_buf_t* buf);
-  void Fail(int status, std::string message);
+  void Fail(int status, std::string message, FailureKind kind);
   void HandleMessageComplete(bool clean);
+  void EndPending();
   static void OnConnect(uv_connect_t* req, int status);
 
   std::string key_;
@@ -170,6 +216,7 @@ class UpstreamConn final : public Conn {
   uint32_t max_idle_;
   uint64_t idle_timeout_ms_;
   uint32_t max_requests_;
+  ClusterCounters* counters_;  // owned by the Worker; counts this connection while open
   DownstreamConn* down_ = nullptr;
   uv_connect_t connect_req_;
   bool connected_ = false;
@@ -179,6 +226,10 @@ class UpstreamConn final : public Conn {
   bool message_complete_ = false;
   bool eof_body_ = false;
   bool interim_ = false;  // parsing a 1xx response, which is not forwarded
+  bool upgrade_requested_ = false;
+  bool tunnel_ = false;   // after a 101: raw bytes both ways, no more parsing
+  bool pending_counted_ = false;  // counted in counters_->pending until connected
+  FailureKind failure_ = FailureKind::kNone;
   uint32_t requests_ = 0;
 
   llhttp_t parser_;
@@ -213,6 +264,9 @@ class DownstreamConn final : public Conn {
   void OnUpstreamComplete(UpstreamConn* up, bool reusable);
   void OnUpstreamError(UpstreamConn* up, int status, std::string_view message);
   void OnUpstreamWritable();
+  // Tunnel (after a 101): bytes from the upstream, and the upstream's end of the tunnel.
+  void OnTunnelData(const char* data, size_t len);
+  void OnTunnelClosed();
 
   // Parser callbacks (invoked through static trampolines).
   int OnMessageBegin();
@@ -237,7 +291,17 @@ class DownstreamConn final : public Conn {
   int SendLocal(int status, std::string_view body, bool close, std::string_view extra = {},
                 std::string_view content_type = "text/plain; charset=utf-8");
   int Fail(int status, std::string_view body);  // a local error that closes the connection
-  bool StartUpstream(bool is_retry);
+  // Picks an endpoint (skipping ejected and unhealthy ones, and `avoid` when there is a choice)
+  // and sends the request head (and any replayable body) on a pooled or fresh connection.
+  // Returns false with `why` set when no attempt could start.
+  bool StartUpstream(bool is_retry, bool fresh, std::string_view* why);
+  uint32_t PickEndpoint(bool is_retry, int avoid);
+  bool MayRetry();
+  void Retry();  // starts the next attempt or answers with the last failure
+  void RecordOutcome(uint32_t endpoint, int status, bool connect_failure);
+  void StartTunnel();
+  void ArmTimer();
+  void EndRequestCounts();
   void BuildUpstreamHead(const CompiledCluster& cluster);
   void ResponseDone();
   void FinishExchange();
@@ -267,6 +331,19 @@ class DownstreamConn final : public Conn {
   bool resp_chunked_ = false;     // response body re-framed as chunked to the client
   bool resp_no_body_ = false;
   bool retried_ = false;
+  bool idempotent_ = false;
+  bool replayable_ = false;       // replay_ holds every request body byte sent so far
+  bool upgrade_requested_ = false;
+  bool tunnel_ = false;
+  bool counted_cluster_ = false;  // counted in ClusterCounters::active
+  bool retry_in_flight_ = false;  // counted in ClusterCounters::retries_active
+  uint32_t attempts_ = 0;
+  std::string upgrade_value_;     // the client's Upgrade header, forwarded on tunnel requests
+  std::string replay_;            // framed request body bytes, for a retry
+  std::string last_error_;        // body of the 5xx answer if retries run out
+  int last_error_status_ = 503;
+  uint64_t request_deadline_ = 0;  // uv_now() ms
+  uint64_t try_deadline_ = 0;      // uv_now() ms; 0 = no per-try timeout armed
   bool started_ = false;
   bool eof_ = false;
   bool client_keep_alive_ = true;
@@ -343,8 +420,12 @@ class Worker {
   void ReleaseTable(TableRef* ref);
   // A connection from the pool, or a new one (connect started). Never null; failures arrive as
   // OnUpstreamError.
+  //
+  // Returns nullptr (with *overflow naming the limit) when no idle connection is available and
+  // a circuit breaker (max_connections, max_pending_requests) forbids a new one.
   UpstreamConn* AcquireUpstream(const CompiledCluster& cluster, const CompiledEndpoint& ep,
-                                bool fresh, int* connect_error);
+                                ClusterCounters* counters, bool fresh, int* connect_error,
+                                const char** overflow);
   // Returns an exchange's connection: pooled when `reusable`, else closed.
   void ReleaseUpstream(UpstreamConn* up, bool reusable);
   void RemoveIdle(UpstreamConn* up);
@@ -353,6 +434,14 @@ class Worker {
   void Track(UpstreamConn* c) { upstreams_.insert(c); }
   uint64_t NextRandom();
   void NewRequestId(std::string& out);
+  // Appends `bytes` random bytes as lower-case hex.
+  void AppendRandomHex(std::string& out, int bytes);
+  // Any thread: publishes the active health checker's latest verdicts.
+  void PostHealth(std::shared_ptr<const HealthSnapshot> health);
+  // Passive outlier detection: an endpoint's answer (status, or a connect failure) was seen.
+  void RecordEndpointOutcome(const CompiledCluster& cluster, TableRef::ClusterState& state,
+                             uint32_t endpoint, int status, bool connect_failure);
+  uint64_t now_ms() { return uv_now(&loop_); }
 
   // Shared read buffer: reads are parsed synchronously inside the read callback, so one buffer
   // per loop serves every connection.
@@ -379,6 +468,7 @@ class Worker {
   void StartDrain(absl::Duration deadline);
   void MaybeFinishDrain();
   void SwapTable(std::shared_ptr<const RouteTable> table);
+  void ApplyHealth(TableRef* ref);
 
   int id_;
   ProxyLimits limits_;
@@ -396,6 +486,7 @@ class Worker {
   bool drain_requested_ ABSL_GUARDED_BY(mu_) = false;
   absl::Duration drain_deadline_ ABSL_GUARDED_BY(mu_);
   bool inbox_open_ ABSL_GUARDED_BY(mu_) = false;
+  std::shared_ptr<const HealthSnapshot> health_inbox_ ABSL_GUARDED_BY(mu_);
 
   // Loop-thread state.
   TableRef* current_ = nullptr;
@@ -404,6 +495,11 @@ class Worker {
   absl::flat_hash_set<DownstreamConn*> downstreams_;
   absl::flat_hash_set<UpstreamConn*> upstreams_;
   absl::flat_hash_map<std::string, std::vector<UpstreamConn*>> idle_;
+  // State that outlives table swaps; entries are never erased while the worker runs, so the
+  // raw pointers held by TableRefs and connections stay valid.
+  absl::flat_hash_map<std::string, std::unique_ptr<EndpointState>> endpoint_states_;
+  absl::flat_hash_map<std::string, std::unique_ptr<ClusterCounters>> cluster_counters_;
+  std::shared_ptr<const HealthSnapshot> health_;
   std::vector<std::unique_ptr<WriteReq>> free_writes_;
   std::unique_ptr<char[]> read_buf_;
   uint64_t rng_state_;
