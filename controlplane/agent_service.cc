@@ -249,12 +249,9 @@ class AgentSession final : public grpc::ServerBidiReactor<ByteBuffer, ByteBuffer
     absl::StatusOr<std::string> key = !header.empty() || hello.token().empty()
                                           ? ParseBearer(header)
                                           : absl::StatusOr<std::string>(hello.token());
+    // Enrollment tokens (or, for compatibility, operator admin keys of tenant "default").
     absl::StatusOr<Principal> who =
-        key.ok() ? deps_.auth->Authenticate(*key) : absl::StatusOr<Principal>(key.status());
-    if (who.ok()) {
-      auto tenant = Authorize(*who, "", Access::kRead);
-      if (!tenant.ok()) who = tenant.status();
-    }
+        key.ok() ? deps_.auth->AuthenticateAgent(*key) : absl::StatusOr<Principal>(key.status());
     if (!who.ok()) {
       FG_LOG_WARN("agent stream refused", {{"agent_id", hello.agent_id()},
                                            {"error", std::string(who.status().message())}});

@@ -1,5 +1,7 @@
 #include "controlplane/auth.h"
 
+#include <optional>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -92,6 +94,59 @@ absl::StatusOr<Principal> Authenticator::Authenticate(const std::string& key) {
   if (cache_.size() > 100000) cache_.clear();  // Bound memory against floods of distinct keys.
   cache_[hash] = Entry{p, hash, now + cache_ttl_};
   return p;
+}
+
+absl::StatusOr<Principal> Authenticator::AuthenticateAgent(const std::string& secret) {
+  const std::string hash = Sha256Hex(secret);
+  const absl::Time now = absl::Now();
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = token_cache_.find(hash);
+    if (it != token_cache_.end() && it->second.expires > now &&
+        ConstantTimeEquals(it->second.key_hash, hash)) {
+      return it->second.principal;
+    }
+  }
+  std::optional<Principal> who;
+  {
+    auto conn = pool_->Acquire();
+    if (!conn.ok()) return conn.status();
+    auto res = (*conn)->Exec(
+        "SELECT k.token_id, k.tenant_id, t.name, k.token_hash FROM enrollment_tokens k "
+        "JOIN tenants t ON t.tenant_id = k.tenant_id "
+        "WHERE k.token_hash = $1 AND k.revoked_at IS NULL",
+        {PgParam::Text(hash)});
+    if (!res.ok()) return res.status();
+    if (res->rows() == 1 && ConstantTimeEquals(res->GetString(0, 3), hash)) {
+      Principal p;
+      p.token_id = res->GetInt64(0, 0);
+      p.tenant_id = res->GetInt64(0, 1);
+      p.tenant_name = res->GetString(0, 2);
+      // Agents only read their tenant's config; the role is never consulted for them.
+      p.role = Role::kViewer;
+      who = p;
+    }
+  }
+  if (!who.has_value()) {
+    // Not a token: an operator admin key of tenant "default" still works, for compatibility.
+    auto key = Authenticate(secret);
+    if (!key.ok()) return key.status();
+    if (key->tenant_name != "default" || key->role != Role::kAdmin) {
+      return absl::PermissionDeniedError(
+          "agents connect with an enrollment token (KeyService.CreateToken), not an API key");
+    }
+    who = *key;
+  }
+  absl::MutexLock lock(&mu_);
+  if (token_cache_.size() > 100000) token_cache_.clear();
+  token_cache_[hash] = Entry{*who, hash, now + cache_ttl_};
+  return *who;
+}
+
+void Authenticator::InvalidateAll() {
+  absl::MutexLock lock(&mu_);
+  cache_.clear();
+  token_cache_.clear();
 }
 
 }  // namespace flexgate::cp

@@ -29,10 +29,14 @@ absl::StatusOr<Role> ParseRole(std::string_view name);
 const char* RoleName(Role role);
 
 struct Principal {
+  // The API key, or 0 for an agent that authenticated with an enrollment token.
   int64_t key_id = 0;
   int64_t tenant_id = 0;
   std::string tenant_name;
   Role role = Role::kViewer;
+  // The enrollment token of an agent (0 for API keys). Last, so that aggregate initializers of
+  // the fields above keep working.
+  int64_t token_id = 0;
 };
 
 // What a call does to a tenant's data.
@@ -56,8 +60,18 @@ class Authenticator {
   Authenticator(PgPool* pool, absl::Duration cache_ttl = absl::Seconds(5))
       : pool_(pool), cache_ttl_(cache_ttl) {}
 
-  // Unknown or revoked key -> UNAUTHENTICATED; database down -> UNAVAILABLE.
+  // An operator API key. Unknown or revoked key (enrollment tokens included: they are not
+  // API keys) -> UNAUTHENTICATED; database down -> UNAVAILABLE.
   absl::StatusOr<Principal> Authenticate(const std::string& key);
+
+  // The credential an agent opens AgentService.Connect with: an enrollment token of its tenant,
+  // or (for agents set up before tokens existed) an admin API key of tenant "default". Any other
+  // API key -> PERMISSION_DENIED; unknown or revoked -> UNAUTHENTICATED.
+  absl::StatusOr<Principal> AuthenticateAgent(const std::string& secret);
+
+  // Forgets every cached result, so a revocation takes effect on this replica at once. Other
+  // replicas notice within `cache_ttl`.
+  void InvalidateAll();
 
  private:
   struct Entry {
@@ -69,6 +83,7 @@ class Authenticator {
   const absl::Duration cache_ttl_;
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, Entry> cache_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, Entry> token_cache_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace flexgate::cp

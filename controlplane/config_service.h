@@ -1,5 +1,7 @@
-// ConfigService: Validate (the dry-run, never writes), Apply (optimistic concurrency on a base
-// version), Get and ListVersions. A synchronous gRPC service: its handlers run on gRPC's
+// ConfigService: Validate (the dry-run, never writes: diagnostics, semantic diff against the
+// live version, impact on routes and agents, secret warnings), Apply (optimistic concurrency on
+// a base version), Get, ListVersions, Diff between versions and Rollback (an earlier version's
+// content stored as a new version). A synchronous gRPC service: its handlers run on gRPC's
 // thread pool, where blocking on the database is acceptable.
 //
 // Every call authenticates the "authorization: Bearer <key>" metadata and checks the key's role
@@ -19,6 +21,7 @@ class Service;
 
 namespace flexgate::cp {
 
+class AccessStore;
 class Authenticator;
 class ConfigStore;
 class CpMetrics;
@@ -27,6 +30,7 @@ struct ConfigServiceDeps {
   ConfigStore* store = nullptr;
   Authenticator* auth = nullptr;
   CpMetrics* metrics = nullptr;
+  AccessStore* access = nullptr;  // agents of a tenant, for Validate's impact report
 };
 
 std::unique_ptr<grpc::Service> CreateConfigService(ConfigServiceDeps deps);

@@ -12,6 +12,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/admin_server.h"
 #include "common/log.h"
+#include "controlplane/access_services.h"
+#include "controlplane/access_store.h"
 #include "controlplane/agent_service.h"
 #include "controlplane/auth.h"
 #include "controlplane/config_service.h"
@@ -31,11 +33,13 @@ struct CpServer::Impl {
   CpMetrics metrics;
   std::unique_ptr<PgPool> pool;
   std::unique_ptr<ConfigStore> store;
+  std::unique_ptr<AccessStore> access;
   std::unique_ptr<Authenticator> auth;
   std::unique_ptr<Distributor> distributor;
   std::unique_ptr<DbWorkers> workers;
   std::unique_ptr<grpc::Service> config_service;
   std::unique_ptr<grpc::Service> agent_service;
+  std::vector<std::unique_ptr<grpc::Service>> access_services;
   std::unique_ptr<grpc::Server> grpc_server;
   std::unique_ptr<AdminServer> admin;
   int grpc_port = 0;
@@ -96,6 +100,7 @@ absl::StatusOr<std::unique_ptr<CpServer>> CpServer::Start(const CpOptions& optio
   m.pool = std::make_unique<PgPool>(
       PgPool::Options{options.database_url, std::max(1, options.db_pool_size)});
   m.store = std::make_unique<ConfigStore>(m.pool.get());
+  m.access = std::make_unique<AccessStore>(m.pool.get());
   m.auth = std::make_unique<Authenticator>(m.pool.get());
   FG_LOG_INFO("starting", {{"database", RedactDatabaseUrl(options.database_url)},
                            {"pool_size", options.db_pool_size}});
@@ -121,7 +126,9 @@ absl::StatusOr<std::unique_ptr<CpServer>> CpServer::Start(const CpOptions& optio
   if (!s.ok()) return s;
   m.workers = std::make_unique<DbWorkers>(options.db_workers);
 
-  m.config_service = CreateConfigService({m.store.get(), m.auth.get(), &m.metrics});
+  m.config_service =
+      CreateConfigService({m.store.get(), m.auth.get(), &m.metrics, m.access.get()});
+  m.access_services = CreateAccessServices({m.access.get(), m.auth.get()});
   m.agent_service = CreateAgentService(
       {m.store.get(), m.auth.get(), m.distributor.get(), m.workers.get(), &m.metrics});
 
@@ -131,6 +138,7 @@ absl::StatusOr<std::unique_ptr<CpServer>> CpServer::Start(const CpOptions& optio
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &m.grpc_port);
   builder.RegisterService(m.config_service.get());
   builder.RegisterService(m.agent_service.get());
+  for (auto& service : m.access_services) builder.RegisterService(service.get());
   // Agents keep their streams open for days; keepalive finds dead peers behind NATs.
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60 * 1000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20 * 1000);

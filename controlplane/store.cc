@@ -155,7 +155,8 @@ absl::StatusOr<std::map<int64_t, LiveVersion>> ConfigStore::GetLiveMany(
 absl::StatusOr<ApplyOutcome> ConfigStore::Apply(const Principal& who, int64_t tenant_id,
                                                 const std::string& hash, const std::string& body,
                                                 std::optional<uint64_t> base_version,
-                                                const std::string& message) {
+                                                const std::string& message,
+                                                const ApplyAudit& audit_info) {
   auto conn = pool_->Acquire();
   if (!conn.ok()) return conn.status();
   ApplyOutcome out;
@@ -174,7 +175,7 @@ absl::StatusOr<ApplyOutcome> ConfigStore::Apply(const Principal& who, int64_t te
                                              " is stale: the live version is ", live_version));
     }
     if (live_version > 0 && live_hash == hash) {
-      out = ApplyOutcome{live_version, live_hash, true};
+      out = ApplyOutcome{live_version, live_version, live_hash, true};
       return absl::OkStatus();
     }
     const uint64_t next = live_version + 1;
@@ -187,20 +188,24 @@ absl::StatusOr<ApplyOutcome> ConfigStore::Apply(const Principal& who, int64_t te
     auto upd = c.Exec("UPDATE tenants SET live_version = $2, live_hash = $3 WHERE tenant_id = $1",
                       {PgParam::Int(tenant_id), PgParam::Uint(next), PgParam::Text(hash)});
     if (!upd.ok()) return upd.status();
+    std::string summary =
+        absl::StrCat("version ", live_version, " -> ", next, " hash ", hash.substr(0, 12));
+    if (!audit_info.summary.empty() && audit_info.summary_base == live_version) {
+      absl::StrAppend(&summary, ": ", audit_info.summary);
+    }
     auto audit = c.Exec(
-        "INSERT INTO audit_log (tenant_id, actor_key_id, action, target, summary) "
-        "VALUES ($1, $2, 'config.apply', $3, $4)",
+        "INSERT INTO audit_log (tenant_id, actor_key_id, action, target, summary, request_id) "
+        "VALUES ($1, $2, $3, $4, $5, $6)",
         {PgParam::Int(tenant_id), who.key_id > 0 ? PgParam::Int(who.key_id) : PgParam::Null(),
-         PgParam::Text(absl::StrCat("version ", next)),
-         PgParam::Text(absl::StrCat("version ", live_version, " -> ", next, " hash ",
-                                    hash.substr(0, 12)))});
+         PgParam::Text(audit_info.action), PgParam::Text(absl::StrCat("version ", next)),
+         PgParam::Text(summary), PgParam::Text(audit_info.who.request_id)});
     if (!audit.ok()) return audit.status();
     // Delivered to listeners only when (and if) the transaction commits.
     auto notify = c.Exec("SELECT pg_notify($1, $2)",
                          {PgParam::Text(kConfigChannel),
                           PgParam::Text(absl::StrCat(tenant_id, ":", next))});
     if (!notify.ok()) return notify.status();
-    out = ApplyOutcome{next, hash, false};
+    out = ApplyOutcome{live_version, next, hash, false};
     return absl::OkStatus();
   });
   if (!s.ok()) return s;

@@ -37,7 +37,26 @@ struct LiveVersion {
   std::string hash;
 };
 
+// Who asked for a mutation, for its audit row.
+struct AuditContext {
+  int64_t actor_key_id = 0;  // 0 = the control plane itself
+  std::string request_id;
+};
+
+// How an Apply is recorded in the audit trail.
+struct ApplyAudit {
+  AuditContext who;
+  std::string action = "config.apply";
+  // A description of the change computed by the caller against live version `summary_base`;
+  // used only when that is still the live version when the row lock is held (otherwise the
+  // summary names the versions and the hash only).
+  uint64_t summary_base = 0;
+  std::string summary;
+};
+
 struct ApplyOutcome {
+  // The version that was live before (equal to `version` when unchanged).
+  uint64_t previous_version = 0;
   uint64_t version = 0;
   std::string hash;
   bool unchanged = false;
@@ -77,7 +96,7 @@ class ConfigStore {
   absl::StatusOr<ApplyOutcome> Apply(const Principal& who, int64_t tenant_id,
                                      const std::string& hash, const std::string& body,
                                      std::optional<uint64_t> base_version,
-                                     const std::string& message);
+                                     const std::string& message, const ApplyAudit& audit = {});
 
   // version 0 = the live version. NOT_FOUND when there is no such version.
   absl::StatusOr<StoredVersion> GetVersion(int64_t tenant_id, uint64_t version);

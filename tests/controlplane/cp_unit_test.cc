@@ -7,6 +7,7 @@
 #include "common/canonical.h"
 #include "controlplane/agent_stream_state.h"
 #include "controlplane/auth.h"
+#include "controlplane/diff_proto.h"
 #include "controlplane/config_service.h"
 #include "controlplane/migrations.h"
 #include "controlplane/snapshot_encoding.h"
@@ -196,6 +197,40 @@ TEST_CASE("Page tokens round-trip and garbage is refused") {
   CHECK(DecodePageToken(EncodePageToken(17)).value() == 17);
   CHECK(absl::IsInvalidArgument(DecodePageToken("nonsense").status()));
   CHECK(absl::IsInvalidArgument(DecodePageToken(EncodePageToken(0)).status()));
+}
+
+}  // namespace
+}  // namespace flexgate::cp
+
+namespace flexgate::cp {
+namespace {
+
+TEST_CASE("Diff values under headers and API-key auth are redacted but names stay") {
+  CHECK(RedactFieldValue("route.request_headers.set", R"([{name: "authorization" value: "Bearer abc"}])") ==
+        R"([{name: "authorization" value: "<redacted>"}])");
+  CHECK(RedactFieldValue("route.request_headers.set[authorization].value", R"("Bearer abc")") ==
+        R"("<redacted>")");
+  CHECK(RedactFieldValue("policy.api_key.keys", R"([{id: "ci" sha256: "k3y"}])") ==
+        R"([{id: "<redacted>" sha256: "<redacted>"}])");
+  // Escaped quotes inside a value do not end it early.
+  CHECK(RedactFieldValue("route.match.headers", R"({name: "x" exact: "a\"b"})") ==
+        R"({name: "x" exact: "<redacted>"})");
+  // Elsewhere values are shown as they are.
+  CHECK(RedactFieldValue("cluster.endpoints[a:1]", R"({address: "a" port: 1})") ==
+        R"({address: "a" port: 1})");
+}
+
+TEST_CASE("Diff summaries count resource changes and affected routes") {
+  flexgate::v1::Config a, b;
+  a.add_clusters()->set_name("web");
+  b = a;
+  CHECK(DiffSummary(DiffConfigs(a, b)) == "no changes");
+  auto* r = b.add_routes();
+  r->set_name("all");
+  r->set_cluster("web");
+  auto proto = DiffToProto(DiffConfigs(a, b));
+  CHECK(proto.added() == 1);
+  CHECK(DiffSummary(DiffConfigs(a, b)) == "1 added, 0 changed, 0 removed; routes affected: 1");
 }
 
 }  // namespace
