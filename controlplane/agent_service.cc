@@ -96,6 +96,7 @@ class AgentSession final : public grpc::ServerBidiReactor<ByteBuffer, ByteBuffer
     if (next) {
       StartWrite(&write_buf_);
       deps_.metrics->snapshot_sends.Increment();
+      RecordSent(next->version);
     }
     Leave();
   }
@@ -147,6 +148,7 @@ class AgentSession final : public grpc::ServerBidiReactor<ByteBuffer, ByteBuffer
     }
     StartWrite(&write_buf_);
     deps_.metrics->snapshot_sends.Increment();
+    RecordSent(send->version);
     Leave();
   }
 
@@ -210,6 +212,20 @@ class AgentSession final : public grpc::ServerBidiReactor<ByteBuffer, ByteBuffer
     writing_ = true;
   }
 
+  // Records the send for the fleet view ("pending" = sent, not yet acknowledged). Only called
+  // after Hello, when tenant_id_ and agent_id_ no longer change. Queued behind the stream's
+  // earlier events, so it lands before the ACK it precedes.
+  void RecordSent(uint64_t version) {
+    ConfigStore* store = deps_.store;
+    deps_.workers->Post(shard_key(), [store, tenant = tenant_id_, agent = agent_id_, version] {
+      absl::Status s = store->AgentSent(tenant, agent, version);
+      if (!s.ok()) {
+        FG_LOG_WARN("cannot record snapshot send",
+                    {{"agent_id", agent}, {"error", std::string(s.message())}});
+      }
+    });
+  }
+
   // Returns true when the stream should keep reading.
   bool Handle(const AgentMessage& msg) {
     if (!hello_seen_) {
@@ -267,6 +283,8 @@ class AgentSession final : public grpc::ServerBidiReactor<ByteBuffer, ByteBuffer
     rec.applied_version = hello.applied_version();
     rec.applied_hash = hello.applied_hash();
     rec.session_id = session_id_;
+    rec.capabilities.assign(hello.capabilities().begin(), hello.capabilities().end());
+    rec.replica = deps_.replica;
     absl::StatusOr<uint64_t> last_nack = deps_.store->AgentConnected(rec);
     if (!last_nack.ok()) {
       FG_LOG_WARN("cannot record agent connect",
@@ -312,16 +330,28 @@ class AgentSession final : public grpc::ServerBidiReactor<ByteBuffer, ByteBuffer
       version = state_.sent_version();
     }
     deps_.metrics->acks.Increment();
-    std::optional<double> apply_ms;
+    AgentAckRecord rec;
+    rec.tenant_id = tenant_id_;
+    rec.agent_id = agent_id_;
+    rec.version = version;
+    rec.hash = ack.hash();
     if (ack.has_apply_duration()) {
-      apply_ms = ack.apply_duration().seconds() * 1e3 + ack.apply_duration().nanos() / 1e6;
+      rec.apply_ms = ack.apply_duration().seconds() * 1e3 + ack.apply_duration().nanos() / 1e6;
     }
+    rec.replica = deps_.replica;
+    // The ACK's time is its receipt here, not when a database worker gets to it: under a burst
+    // of thousands of ACKs the queue would otherwise inflate the convergence numbers.
+    const absl::Time received = absl::Now();
     ConfigStore* store = deps_.store;
-    deps_.workers->Post(shard_key(), [store, tenant = tenant_id_, agent = agent_id_, version,
-                                      hash = ack.hash(), apply_ms] {
-      absl::Status s = store->AgentAcked(tenant, agent, version, hash, apply_ms);
-      if (!s.ok()) {
-        FG_LOG_WARN("cannot record ack", {{"agent_id", agent}, {"error", std::string(s.message())}});
+    CpMetrics* metrics = deps_.metrics;
+    deps_.workers->Post(shard_key(), [store, metrics, rec = std::move(rec), received]() mutable {
+      rec.received_ago = absl::Now() - received;
+      auto converged = store->AgentAcked(rec);
+      if (!converged.ok()) {
+        FG_LOG_WARN("cannot record ack", {{"agent_id", rec.agent_id},
+                                          {"error", std::string(converged.status().message())}});
+      } else if (converged->has_value()) {
+        metrics->convergence_seconds.Observe(**converged);
       }
     });
   }

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
 namespace grpc {
 class Service;
@@ -27,6 +28,8 @@ struct AgentServiceDeps {
   Distributor* distributor = nullptr;
   DbWorkers* workers = nullptr;
   CpMetrics* metrics = nullptr;
+  // This replica's id, recorded with each agent and each ACK (FleetService shows it).
+  std::string replica;
 };
 
 // The deps must outlive the returned service and the server it is registered with.

@@ -15,6 +15,7 @@
 #include "controlplane/access_store.h"
 #include "controlplane/auth.h"
 #include "controlplane/diff_proto.h"
+#include "controlplane/fleet_store.h"
 #include "controlplane/grpc_status.h"
 #include "controlplane/metrics.h"
 #include "controlplane/rpc_context.h"
@@ -193,6 +194,8 @@ class ConfigServiceImpl final : public v1::ConfigService::Service {
     if (!v->mutable_config()->ParseFromString(stored->body)) {
       return grpc::Status(grpc::StatusCode::INTERNAL, "stored config does not parse");
     }
+    absl::Status stats = AddFleetStats(who->tenant_id, {v});
+    if (!stats.ok()) return ToGrpcStatus(stats);
     return grpc::Status::OK;
   }
 
@@ -208,6 +211,10 @@ class ConfigServiceImpl final : public v1::ConfigService::Service {
     auto list = deps_.store->ListVersions(who->tenant_id, *before, static_cast<int>(size));
     if (!list.ok()) return ToGrpcStatus(list.status());
     for (const StoredVersion& s : *list) Fill(*who, s, resp->add_versions());
+    std::vector<v1::ConfigVersion*> filled;
+    for (v1::ConfigVersion& v : *resp->mutable_versions()) filled.push_back(&v);
+    absl::Status stats = AddFleetStats(who->tenant_id, filled);
+    if (!stats.ok()) return ToGrpcStatus(stats);
     if (list->size() == size && list->back().version > 1) {
       resp->set_next_page_token(EncodePageToken(list->back().version));
     }
@@ -301,6 +308,33 @@ class ConfigServiceImpl final : public v1::ConfigService::Service {
   // A stored version parsed (0 = the empty config); cached only when it is the newest asked for.
   absl::StatusOr<ConfigPtr> LoadVersion(int64_t tenant_id, uint64_t version) {
     return versions_.Get(tenant_id, version);
+  }
+
+  // The convergence numbers of each version: acked / connected / serving / rejected agents and
+  // commit -> ACK quantiles (fleet_store.h).
+  absl::Status AddFleetStats(int64_t tenant_id, const std::vector<v1::ConfigVersion*>& versions) {
+    if (deps_.fleet == nullptr || versions.empty()) return absl::OkStatus();
+    std::vector<uint64_t> ids;
+    for (const v1::ConfigVersion* v : versions) ids.push_back(v->version());
+    auto stats = deps_.fleet->VersionStats(tenant_id, ids);
+    if (!stats.ok()) return stats.status();
+    auto duration = [](double seconds) {
+      return google::protobuf::util::TimeUtil::NanosecondsToDuration(
+          static_cast<int64_t>(seconds * 1e9));
+    };
+    for (v1::ConfigVersion* v : versions) {
+      v->set_connected_agents(stats->connected);
+      auto it = stats->versions.find(v->version());
+      if (it == stats->versions.end()) continue;
+      const VersionFleetStats& s = it->second;
+      v->set_acked_agents(s.acked);
+      v->set_serving_agents(s.serving);
+      v->set_rejected_agents(s.rejected);
+      if (s.p50) *v->mutable_convergence_p50() = duration(*s.p50);
+      if (s.p99) *v->mutable_convergence_p99() = duration(*s.p99);
+      if (s.max) *v->mutable_convergence_max() = duration(*s.max);
+    }
+    return absl::OkStatus();
   }
 
   static void Fill(const Principal& who, const StoredVersion& s, v1::ConfigVersion* v) {

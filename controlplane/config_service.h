@@ -25,12 +25,14 @@ class AccessStore;
 class Authenticator;
 class ConfigStore;
 class CpMetrics;
+class FleetStore;
 
 struct ConfigServiceDeps {
   ConfigStore* store = nullptr;
   Authenticator* auth = nullptr;
   CpMetrics* metrics = nullptr;
   AccessStore* access = nullptr;  // agents of a tenant, for Validate's impact report
+  FleetStore* fleet = nullptr;    // per-version convergence for Get and ListVersions
 };
 
 std::unique_ptr<grpc::Service> CreateConfigService(ConfigServiceDeps deps);

@@ -30,6 +30,9 @@ constexpr char kUsage[] =
     "  --db-workers N           threads writing agent-stream events (default 2)\n"
     "  --database-wait SECONDS  keep retrying an unreachable database at start (default 30)\n"
     "  --shutdown-grace SECONDS time in-flight RPCs get on SIGTERM (default 5)\n"
+    "  --agent-stale-after SECONDS  an agent silent this long (no heartbeat) is shown as\n"
+    "                           stale by FleetService (default 30)\n"
+    "  --replica-id ID          this replica's name in the fleet view (default HOST:PORT)\n"
     "  --log-level LEVEL        debug|info|warn|error (default info)\n"
     "\n"
     "FLEXGATE_BOOTSTRAP_ADMIN_KEY: an admin key of tenant \"default\" to create at start. Without\n"
@@ -88,6 +91,11 @@ int main(int argc, char** argv) {
     } else if (arg == "--shutdown-grace") {
       if (!as_int(&n)) return UsageError("--shutdown-grace must be a number of seconds");
       options.shutdown_grace = absl::Seconds(n);
+    } else if (arg == "--agent-stale-after") {
+      if (!as_int(&n) || n < 1) return UsageError("--agent-stale-after must be a positive number of seconds");
+      options.agent_stale_after = absl::Seconds(n);
+    } else if (arg == "--replica-id") {
+      options.replica_id = value;
     } else if (arg == "--log-level") {
       if (value == "debug") level = flexgate::LogLevel::kDebug;
       else if (value == "info") level = flexgate::LogLevel::kInfo;

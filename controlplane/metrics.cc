@@ -35,7 +35,14 @@ CpMetrics::CpMetrics()
       notifications(NewCounter(*registry_, "flexgate_cp_config_notifications_total",
                                "New-version notifications received from PostgreSQL")),
       listener_reconnects(NewCounter(*registry_, "flexgate_cp_listener_reconnects_total",
-                                     "Reconnects of the LISTEN connection")) {}
+                                     "Reconnects of the LISTEN connection")),
+      convergence_seconds(
+          prometheus::BuildHistogram()
+              .Name("flexgate_cp_convergence_seconds")
+              .Help("Commit of a config version to an agent's first ACK of it (seconds)")
+              .Register(*registry_)
+              .Add({}, prometheus::Histogram::BucketBoundaries{0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                                               1, 2.5, 5, 10, 30, 60})) {}
 
 std::string CpMetrics::Serialize() const {
   return prometheus::TextSerializer().Serialize(registry_->Collect());

@@ -7,6 +7,7 @@
 
 #include "prometheus/counter.h"
 #include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
 #include "prometheus/registry.h"
 
 namespace flexgate::cp {
@@ -32,6 +33,9 @@ class CpMetrics {
   prometheus::Counter& stale_replies;      // Ack/Nack with a nonce that is not current
   prometheus::Counter& notifications;      // flexgate_config notifications received
   prometheus::Counter& listener_reconnects;
+  // Commit of a version -> an agent's first ACK of it, in seconds, for ACKs this replica
+  // received. An agent that connects long after a commit and ACKs then counts with that delay.
+  prometheus::Histogram& convergence_seconds;
 };
 
 }  // namespace flexgate::cp

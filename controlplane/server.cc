@@ -5,7 +5,10 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/impl/codegen/service_type.h>
 
+#include <unistd.h>
+
 #include <atomic>
+#include <cstring>
 #include <cstdio>
 #include <thread>
 
@@ -19,6 +22,8 @@
 #include "controlplane/config_service.h"
 #include "controlplane/db_workers.h"
 #include "controlplane/distributor.h"
+#include "controlplane/fleet_service.h"
+#include "controlplane/fleet_store.h"
 #include "controlplane/metrics.h"
 #include "controlplane/migrations.h"
 #include "controlplane/pg.h"
@@ -35,10 +40,12 @@ struct CpServer::Impl {
   std::unique_ptr<ConfigStore> store;
   std::unique_ptr<AccessStore> access;
   std::unique_ptr<Authenticator> auth;
+  std::unique_ptr<FleetStore> fleet;
   std::unique_ptr<Distributor> distributor;
   std::unique_ptr<DbWorkers> workers;
   std::unique_ptr<grpc::Service> config_service;
   std::unique_ptr<grpc::Service> agent_service;
+  std::unique_ptr<grpc::Service> fleet_service;
   std::vector<std::unique_ptr<grpc::Service>> access_services;
   std::unique_ptr<grpc::Server> grpc_server;
   std::unique_ptr<AdminServer> admin;
@@ -80,6 +87,17 @@ absl::Status MigrateWithRetry(PgPool& pool, absl::Duration wait) {
   }
 }
 
+// "<hostname>:<port>" from --listen; with port 0 (chosen at bind time, after the services
+// exist) "<hostname>:pid-<pid>", still unique per running replica.
+std::string DefaultReplicaId(const std::string& configured, const std::string& listen) {
+  if (!configured.empty()) return configured;
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) != 0) std::strcpy(host, "cp");
+  std::string port = listen.substr(listen.rfind(':') + 1);
+  if (port.empty() || port == "0") return absl::StrCat(host, ":pid-", getpid());
+  return absl::StrCat(host, ":", port);
+}
+
 }  // namespace
 
 CpServer::CpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -102,6 +120,7 @@ absl::StatusOr<std::unique_ptr<CpServer>> CpServer::Start(const CpOptions& optio
   m.store = std::make_unique<ConfigStore>(m.pool.get());
   m.access = std::make_unique<AccessStore>(m.pool.get());
   m.auth = std::make_unique<Authenticator>(m.pool.get());
+  m.fleet = std::make_unique<FleetStore>(m.pool.get(), options.agent_stale_after);
   FG_LOG_INFO("starting", {{"database", RedactDatabaseUrl(options.database_url)},
                            {"pool_size", options.db_pool_size}});
 
@@ -126,17 +145,20 @@ absl::StatusOr<std::unique_ptr<CpServer>> CpServer::Start(const CpOptions& optio
   if (!s.ok()) return s;
   m.workers = std::make_unique<DbWorkers>(options.db_workers);
 
-  m.config_service =
-      CreateConfigService({m.store.get(), m.auth.get(), &m.metrics, m.access.get()});
+  m.config_service = CreateConfigService(
+      {m.store.get(), m.auth.get(), &m.metrics, m.access.get(), m.fleet.get()});
   m.access_services = CreateAccessServices({m.access.get(), m.auth.get()});
-  m.agent_service = CreateAgentService(
-      {m.store.get(), m.auth.get(), m.distributor.get(), m.workers.get(), &m.metrics});
+  m.fleet_service = CreateFleetService({m.fleet.get(), m.auth.get()});
+  m.agent_service = CreateAgentService({m.store.get(), m.auth.get(), m.distributor.get(),
+                                        m.workers.get(), &m.metrics,
+                                        DefaultReplicaId(options.replica_id, options.listen)});
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &m.grpc_port);
   builder.RegisterService(m.config_service.get());
+  builder.RegisterService(m.fleet_service.get());
   builder.RegisterService(m.agent_service.get());
   for (auto& service : m.access_services) builder.RegisterService(service.get());
   // Agents keep their streams open for days; keepalive finds dead peers behind NATs.

@@ -25,6 +25,12 @@ struct CpOptions {
   absl::Duration database_wait = absl::Seconds(30);
   // How long a graceful shutdown waits for RPCs and streams to end before cancelling them.
   absl::Duration shutdown_grace = absl::Seconds(5);
+  // FleetService: an agent marked connected that has sent nothing (heartbeats included) for
+  // this long is STALE. Three default heartbeat intervals.
+  absl::Duration agent_stale_after = absl::Seconds(30);
+  // Recorded with each agent stream and ACK, so operators see which replica an agent is on.
+  // "" = "<hostname>:<grpc port>".
+  std::string replica_id;
 };
 
 class CpServer {

@@ -2,7 +2,10 @@
 
 #include <openssl/rand.h>
 
+#include <algorithm>
+
 #include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/canonical.h"
@@ -13,6 +16,16 @@ namespace {
 
 // Serializes bootstrap work of replicas that start together on an empty database.
 constexpr int64_t kBootstrapLockKey = 0x466c6578'426f6f74;  // "FlexBoot"
+
+std::string CapabilitiesJson(const std::vector<std::string>& capabilities) {
+  std::string out = "[";
+  for (size_t i = 0; i < capabilities.size(); ++i) {
+    if (i > 0) out += ',';
+    AppendJsonString(out, capabilities[i]);
+  }
+  out += ']';
+  return out;
+}
 
 std::string LabelsJson(const std::map<std::string, std::string>& labels) {
   std::string out = "{";
@@ -256,16 +269,19 @@ absl::StatusOr<uint64_t> ConfigStore::AgentConnected(const AgentHelloRecord& h) 
   auto r = (*conn)
       ->Exec(
           "INSERT INTO agents (tenant_id, agent_id, labels, agent_version, connected, "
-          "  connected_at, last_seen, applied_version, applied_hash, session_id) "
-          "VALUES ($1, $2, $3::jsonb, $4, true, now(), now(), $5, $6, $7) "
+          "  connected_at, last_seen, applied_version, applied_hash, session_id, capabilities, "
+          "  replica, sent_version) "
+          "VALUES ($1, $2, $3::jsonb, $4, true, now(), now(), $5, $6, $7, $8::jsonb, $9, 0) "
           "ON CONFLICT (tenant_id, agent_id) DO UPDATE SET labels = EXCLUDED.labels, "
           "  agent_version = EXCLUDED.agent_version, connected = true, connected_at = now(), "
           "  last_seen = now(), applied_version = EXCLUDED.applied_version, "
-          "  applied_hash = EXCLUDED.applied_hash, session_id = EXCLUDED.session_id "
+          "  applied_hash = EXCLUDED.applied_hash, session_id = EXCLUDED.session_id, "
+          "  capabilities = EXCLUDED.capabilities, replica = EXCLUDED.replica, sent_version = 0 "
           "RETURNING COALESCE(last_nack_version, 0)",
           {PgParam::Int(h.tenant_id), PgParam::Text(h.agent_id), PgParam::Text(LabelsJson(h.labels)),
            PgParam::Text(h.agent_version), PgParam::Uint(h.applied_version),
-           PgParam::Text(h.applied_hash), PgParam::Text(h.session_id)});
+           PgParam::Text(h.applied_hash), PgParam::Text(h.session_id),
+           PgParam::Text(CapabilitiesJson(h.capabilities)), PgParam::Text(h.replica)});
   if (!r.ok()) return r.status();
   return static_cast<uint64_t>(r->GetInt64(0, 0));
 }
@@ -284,18 +300,44 @@ absl::Status ConfigStore::AgentHeartbeat(int64_t tenant_id, const std::string& a
       .status();
 }
 
-absl::Status ConfigStore::AgentAcked(int64_t tenant_id, const std::string& agent_id,
-                                     uint64_t version, const std::string& hash,
-                                     std::optional<double> apply_ms) {
+absl::StatusOr<std::optional<double>> ConfigStore::AgentAcked(const AgentAckRecord& a) {
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  // One statement, so the agent row and the ack event cannot disagree. Times are on the
+  // database clock: receipt = now() minus the time the ACK waited on this replica, and the
+  // commit time is the version's created_at, so replica clock skew never enters the number.
+  auto r = (*conn)->Exec(
+      "WITH upd AS ("
+      "  UPDATE agents SET last_seen = now(), applied_version = $3, applied_hash = $4, "
+      "    applied_at = now(), apply_duration_ms = $5 WHERE tenant_id = $1 AND agent_id = $2), "
+      "t AS (SELECT now() - make_interval(secs => $6::double precision) AS acked_at) "
+      "INSERT INTO agent_version_acks (tenant_id, version, agent_id, acked_at, "
+      "  convergence_seconds, apply_duration_ms, replica) "
+      "SELECT $1, $3, $2, t.acked_at, "
+      "  GREATEST(0, extract(epoch FROM t.acked_at - v.created_at))::double precision, $5, $7 "
+      "FROM config_versions v, t WHERE v.tenant_id = $1 AND v.version = $3 "
+      "ON CONFLICT (tenant_id, version, agent_id) DO NOTHING "
+      "RETURNING convergence_seconds",
+      {PgParam::Int(a.tenant_id), PgParam::Text(a.agent_id), PgParam::Uint(a.version),
+       PgParam::Text(a.hash),
+       a.apply_ms ? PgParam::Text(absl::StrCat(*a.apply_ms)) : PgParam::Null(),
+       PgParam::Text(absl::StrCat(std::max(0.0, absl::ToDoubleSeconds(a.received_ago)))),
+       PgParam::Text(a.replica)});
+  if (!r.ok()) return r.status();
+  if (r->rows() == 0) return std::optional<double>();
+  double seconds = 0;
+  if (!absl::SimpleAtod(r->GetString(0, 0), &seconds)) return std::optional<double>();
+  return std::optional<double>(seconds);
+}
+
+absl::Status ConfigStore::AgentSent(int64_t tenant_id, const std::string& agent_id,
+                                    uint64_t version) {
   auto conn = pool_->Acquire();
   if (!conn.ok()) return conn.status();
   return (*conn)
-      ->Exec(
-          "UPDATE agents SET last_seen = now(), applied_version = $3, applied_hash = $4, "
-          "  applied_at = now(), apply_duration_ms = $5 WHERE tenant_id = $1 AND agent_id = $2",
-          {PgParam::Int(tenant_id), PgParam::Text(agent_id), PgParam::Uint(version),
-           PgParam::Text(hash),
-           apply_ms ? PgParam::Text(absl::StrCat(*apply_ms)) : PgParam::Null()})
+      ->Exec("UPDATE agents SET sent_version = $3, sent_at = now() "
+             "WHERE tenant_id = $1 AND agent_id = $2 AND sent_version < $3",
+             {PgParam::Int(tenant_id), PgParam::Text(agent_id), PgParam::Uint(version)})
       .status();
 }
 

@@ -72,6 +72,22 @@ struct AgentHelloRecord {
   // Unique per stream, so that a late "disconnected" of an old stream does not mark an agent
   // offline that has already reconnected (to this or another replica).
   std::string session_id;
+  std::vector<std::string> capabilities;
+  // The replica (--replica-id) the stream is connected to.
+  std::string replica;
+};
+
+// An ACK as the stream saw it, for AgentAcked.
+struct AgentAckRecord {
+  int64_t tenant_id = 0;
+  std::string agent_id;
+  uint64_t version = 0;
+  std::string hash;
+  std::optional<double> apply_ms;
+  // How long ago the replica received the ACK (time spent queued for a database worker), so the
+  // recorded ACK time is the receipt time on the database clock.
+  absl::Duration received_ago;
+  std::string replica;
 };
 
 class ConfigStore {
@@ -110,8 +126,12 @@ class ConfigStore {
   absl::Status AgentHeartbeat(int64_t tenant_id, const std::string& agent_id,
                               uint64_t applied_version, const std::string& applied_hash,
                               bool healthy);
-  absl::Status AgentAcked(int64_t tenant_id, const std::string& agent_id, uint64_t version,
-                          const std::string& hash, std::optional<double> apply_ms);
+  // Records the ACK on the agent and, for the agent's first ACK of that version, in
+  // agent_version_acks. Returns the commit -> ACK time in seconds of a first ACK (nullopt for a
+  // repeated one), for the convergence histogram.
+  absl::StatusOr<std::optional<double>> AgentAcked(const AgentAckRecord& ack);
+  // A snapshot of `version` was written to the agent's stream.
+  absl::Status AgentSent(int64_t tenant_id, const std::string& agent_id, uint64_t version);
   absl::Status AgentNacked(int64_t tenant_id, const std::string& agent_id, uint64_t version,
                            const std::string& error);
   absl::Status AgentDisconnected(int64_t tenant_id, const std::string& agent_id,

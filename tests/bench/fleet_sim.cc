@@ -7,9 +7,12 @@
 // snapshot's version, nonce and hash. The simulator shares two cores with the control plane, so
 // it reads only version, hash and nonce off the wire (PeekSnapshot) instead of materializing
 // every agent's copy of the config, which was a third of its CPU; a sample of agents parses the
-// whole message and recomputes ConfigHash, which also cross-checks PeekSnapshot. The streams use gRPC's callback API, so 10,000 of them need
-// no thread each, spread over a modest number of channels (each its own TCP connection, like a
-// fleet of separate machines multiplexed far less than reality, which keeps the client cheap).
+// whole message and recomputes ConfigHash, which also cross-checks PeekSnapshot.
+//
+// The streams use gRPC's callback API, so 10,000 of them need no thread each. By default they
+// share a modest number of channels (100 streams each, every channel its own TCP connection).
+// Real agents have a connection each: --agents-per-channel 1 measures that, including the CP's
+// per-connection memory and CPU, at the price of a client that needs a descriptor per agent.
 //
 // One trial per fleet size N:
 //   1. apply an initial version (so every agent has something to receive on connect);
@@ -44,7 +47,6 @@
 #include <optional>
 #include <random>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -919,11 +921,16 @@ int Main(int argc, char** argv) {
         return 1;
       }
       results.push_back(RunTrial(*opt, n, cp->target, token, cp->proc->pid(), true));
-      // Every client channel of the trial is gone by now, so the drain is quick.
-      flexgate::testing::ExitStatus exit = cp->proc->Terminate(absl::Seconds(15));
+      // Every client stream of the trial has ended; the CP still records the disconnects (and
+      // any ACKs not yet written) before it exits, which is worth knowing at 10,000 agents.
+      const absl::Time stop_start = absl::Now();
+      flexgate::testing::ExitStatus exit = cp->proc->Terminate(absl::Seconds(60));
+      const double stop_s = absl::ToDoubleSeconds(absl::Now() - stop_start);
       if (!exit.success()) {
-        Progress(absl::StrCat("flexgate-cp ended with ", exit.ToString(), "; log tail:\n",
-                              cp->proc->LogTail(2000)));
+        Progress(absl::StrFormat("flexgate-cp ended with %s after SIGTERM (%.1f s); log tail:\n%s",
+                                 exit.ToString(), stop_s, cp->proc->LogTail(600)));
+      } else {
+        Progress(absl::StrFormat("flexgate-cp exited 0, %.1f s after SIGTERM", stop_s));
       }
       if (opt->json) PrintJson(results.back());
     }

@@ -2,12 +2,15 @@
 // distribution state machine, migration ordering, encode-once snapshot framing, page tokens.
 #include <catch2/catch.hpp>
 
+#include <map>
 #include <string>
 
 #include "common/canonical.h"
 #include "controlplane/agent_stream_state.h"
 #include "controlplane/auth.h"
 #include "controlplane/diff_proto.h"
+#include "controlplane/fleet_service.h"
+#include "controlplane/fleet_store.h"
 #include "controlplane/config_service.h"
 #include "controlplane/migrations.h"
 #include "controlplane/snapshot_encoding.h"
@@ -231,6 +234,34 @@ TEST_CASE("Diff summaries count resource changes and affected routes") {
   auto proto = DiffToProto(DiffConfigs(a, b));
   CHECK(proto.added() == 1);
   CHECK(DiffSummary(DiffConfigs(a, b)) == "1 added, 0 changed, 0 removed; routes affected: 1");
+}
+
+TEST_CASE("ParseLabelSelector reads k=v lists and refuses malformed ones") {
+  CHECK(ParseLabelSelector("").value().empty());
+  CHECK(ParseLabelSelector("  ").value().empty());
+  auto one = ParseLabelSelector("zone=eu-1");
+  REQUIRE(one.ok());
+  CHECK(*one == std::map<std::string, std::string>{{"zone", "eu-1"}});
+  auto two = ParseLabelSelector(" zone = eu-1 , tier=edge,empty=");
+  REQUIRE(two.ok());
+  CHECK(*two == std::map<std::string, std::string>{{"zone", "eu-1"}, {"tier", "edge"},
+                                                   {"empty", ""}});
+  // A value may itself contain '=': only the first one splits.
+  CHECK(ParseLabelSelector("expr=a=b").value().at("expr") == "a=b");
+  for (const char* bad : {"zone", "=x", "zone=a,", "zone=a,zone=b", "a=1,,b=2"}) {
+    INFO("selector: \"" << bad << "\"");
+    CHECK(absl::IsInvalidArgument(ParseLabelSelector(bad).status()));
+  }
+}
+
+TEST_CASE("Agent page tokens round-trip and garbage is refused") {
+  CHECK(DecodeAgentPageToken("").value().empty());
+  for (const std::string id : {"a", "agent-7", "with space", "ünïcode"}) {
+    CHECK(DecodeAgentPageToken(EncodeAgentPageToken(id)).value() == id);
+  }
+  CHECK(absl::IsInvalidArgument(DecodeAgentPageToken("garbage!").status()));
+  CHECK(absl::IsInvalidArgument(DecodeAgentPageToken(EncodeAgentPageToken("")).status()));
+  CHECK(absl::IsInvalidArgument(DecodeAgentPageToken(EncodePageToken(5)).status()));
 }
 
 }  // namespace

@@ -1,0 +1,517 @@
+// The fleet view and convergence, end to end: flexgate-cp as a real process on a real
+// PostgreSQL, fake agents as real gRPC streams. Checks every agent state FleetService reports
+// (in sync, pending, rejected, drifted, disconnected, stale), label and state filters, paging,
+// the per-version convergence numbers of ListVersions and Get, the convergence histogram on
+// /metrics, and tenant isolation and roles on the new RPCs.
+#include <arpa/inet.h>
+#include <catch2/catch.hpp>
+#include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "flexgate/v1/agent.grpc.pb.h"
+#include "flexgate/v1/config_service.grpc.pb.h"
+#include "flexgate/v1/fleet_service.grpc.pb.h"
+#include "flexgate/v1/tenant_service.grpc.pb.h"
+#include "google/protobuf/util/time_util.h"
+#include "tests/harness/proc/process.h"
+#include "tests/harness/proc/test_postgres.h"
+#include "tests/harness/proc/test_util.h"
+
+namespace flexgate::cp {
+namespace {
+
+using flexgate::testing::BinaryPath;
+using flexgate::testing::Process;
+using flexgate::testing::ProcessOptions;
+using flexgate::testing::TestPostgres;
+using flexgate::testing::WaitFor;
+using google::protobuf::util::TimeUtil;
+namespace v1 = flexgate::v1;
+using State = v1::FleetAgent;
+
+constexpr char kOperatorKey[] = "fgk_fleet_test_operator";
+
+v1::Config MakeConfig(uint32_t port) {
+  v1::Config c;
+  auto* cluster = c.add_clusters();
+  cluster->set_name("web");
+  auto* ep = cluster->add_endpoints();
+  ep->set_address("127.0.0.1");
+  ep->set_port(port);
+  auto* route = c.add_routes();
+  route->set_name("all");
+  route->mutable_match()->mutable_path()->set_prefix("/");
+  route->set_cluster("web");
+  return c;
+}
+
+std::string FreshDatabase() {
+  auto pg = TestPostgres::Shared();
+  REQUIRE(pg.ok());
+  auto url = (*pg)->CreateDatabase("cp_fleet");
+  REQUIRE(url.ok());
+  return *url;
+}
+
+// A blocking HTTP/1.0 GET on 127.0.0.1 (the admin port).
+std::string HttpGet(int port, const std::string& path) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string out;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+    std::string req = absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: x\r\n\r\n");
+    (void)!write(fd, req.data(), req.size());
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  return out;
+}
+
+// A sample's value from the Prometheus text format (-1 when absent).
+double MetricValue(const std::string& text, const std::string& sample) {
+  size_t pos = text.find(absl::StrCat("\n", sample, " "));
+  if (pos == std::string::npos) return -1;
+  size_t start = pos + sample.size() + 2;
+  double v = -1;
+  (void)absl::SimpleAtod(text.substr(start, text.find('\n', start) - start), &v);
+  return v;
+}
+
+// flexgate-cp with the operator key of tenant "default".
+struct Cp {
+  explicit Cp(const std::string& db_url, int stale_after_seconds = 30) {
+    ProcessOptions o;
+    o.args = {BinaryPath("flexgate-cp"), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+              "--database-url", db_url, "--shutdown-grace", "2", "--replica-id", "replica-a",
+              "--agent-stale-after", absl::StrCat(stale_after_seconds)};
+    o.env = {{"FLEXGATE_BOOTSTRAP_ADMIN_KEY", kOperatorKey}};
+    o.unset_env = {"FLEXGATE_DATABASE_URL"};
+    auto p = Process::Start(std::move(o));
+    REQUIRE(p.ok());
+    proc = std::move(p).value();
+    auto port = proc->WaitForLogMatch(R"("grpc_port":(\d+))", absl::Seconds(30));
+    INFO(proc->LogTail());
+    REQUIRE(port.ok());
+    auto admin = proc->WaitForLogMatch(R"("admin_port":(\d+))", absl::Seconds(5));
+    REQUIRE(admin.ok());
+    REQUIRE(absl::SimpleAtoi(*admin, &admin_port));
+    channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", *port),
+                                  grpc::InsecureChannelCredentials());
+    config = v1::ConfigService::NewStub(channel);
+    fleet = v1::FleetService::NewStub(channel);
+    tenants = v1::TenantService::NewStub(channel);
+    keys = v1::KeyService::NewStub(channel);
+    agents = v1::AgentService::NewStub(channel);
+  }
+  ~Cp() {
+    config.reset();
+    fleet.reset();
+    tenants.reset();
+    keys.reset();
+    agents.reset();
+    channel.reset();
+    proc->Terminate();
+  }
+
+  static std::unique_ptr<grpc::ClientContext> Ctx(const std::string& key) {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    if (!key.empty()) ctx->AddMetadata("authorization", absl::StrCat("Bearer ", key));
+    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    return ctx;
+  }
+
+  v1::ApplyResponse Apply(const v1::Config& cfg) {
+    v1::ApplyRequest req;
+    *req.mutable_config() = cfg;
+    v1::ApplyResponse resp;
+    grpc::Status s = config->Apply(Ctx(kOperatorKey).get(), req, &resp);
+    INFO(s.error_message());
+    REQUIRE(s.ok());
+    return resp;
+  }
+
+  v1::ListAgentsResponse List(v1::ListAgentsRequest req = {},
+                              const std::string& key = kOperatorKey) {
+    v1::ListAgentsResponse resp;
+    grpc::Status s = fleet->ListAgents(Ctx(key).get(), req, &resp);
+    INFO(s.error_message());
+    REQUIRE(s.ok());
+    return resp;
+  }
+
+  v1::FleetAgent Agent(const std::string& id) {
+    v1::GetAgentRequest req;
+    req.set_agent_id(id);
+    v1::GetAgentResponse resp;
+    grpc::Status s = fleet->GetAgent(Ctx(kOperatorKey).get(), req, &resp);
+    INFO(s.error_message());
+    REQUIRE(s.ok());
+    return resp.agent();
+  }
+
+  // Waits until GetAgent shows `state`; returns whether it did.
+  bool AwaitState(const std::string& id, State::State state) {
+    return WaitFor([&] { return Agent(id).state() == state; }, absl::Seconds(10));
+  }
+
+  std::unique_ptr<Process> proc;
+  int admin_port = 0;
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<v1::ConfigService::Stub> config;
+  std::unique_ptr<v1::FleetService::Stub> fleet;
+  std::unique_ptr<v1::TenantService::Stub> tenants;
+  std::unique_ptr<v1::KeyService::Stub> keys;
+  std::unique_ptr<v1::AgentService::Stub> agents;
+};
+
+// A fake agent: one Connect stream, authenticated with the operator key (an admin key of
+// tenant "default" opens agent streams of "default").
+class FakeAgent {
+ public:
+  FakeAgent(Cp& cp, const std::string& id, const std::string& zone) {
+    ctx_.AddMetadata("authorization", absl::StrCat("Bearer ", kOperatorKey));
+    ctx_.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    stream_ = cp.agents->Connect(&ctx_);
+    v1::AgentMessage hello;
+    hello.mutable_hello()->set_agent_id(id);
+    hello.mutable_hello()->mutable_labels()->insert({"zone", zone});
+    hello.mutable_hello()->mutable_labels()->insert({"role", "edge"});
+    hello.mutable_hello()->set_agent_version("9.9.9-test");
+    hello.mutable_hello()->add_capabilities("route.regex");
+    REQUIRE(stream_->Write(hello));
+  }
+  ~FakeAgent() { Close(); }
+
+  void Close() {
+    if (closed_) return;
+    closed_ = true;
+    ctx_.TryCancel();
+    (void)stream_->Finish();
+  }
+  v1::Snapshot Next() {
+    v1::ControlMessage msg;
+    REQUIRE(stream_->Read(&msg));
+    REQUIRE(msg.has_snapshot());
+    return msg.snapshot();
+  }
+  void Ack(const v1::Snapshot& s) {
+    v1::AgentMessage m;
+    m.mutable_ack()->set_version(s.version());
+    m.mutable_ack()->set_nonce(s.nonce());
+    m.mutable_ack()->set_hash(s.hash());
+    *m.mutable_ack()->mutable_apply_duration() = TimeUtil::MillisecondsToDuration(7);
+    REQUIRE(stream_->Write(m));
+  }
+  void Nack(const v1::Snapshot& s, uint64_t current, const std::string& error) {
+    v1::AgentMessage m;
+    m.mutable_nack()->set_nonce(s.nonce());
+    m.mutable_nack()->set_rejected_version(s.version());
+    m.mutable_nack()->set_current_version(current);
+    m.mutable_nack()->set_error_detail(error);
+    REQUIRE(stream_->Write(m));
+  }
+  void Heartbeat(uint64_t version, const std::string& hash) {
+    v1::AgentMessage m;
+    m.mutable_heartbeat()->set_applied_version(version);
+    m.mutable_heartbeat()->set_applied_hash(hash);
+    m.mutable_heartbeat()->set_healthy(true);
+    REQUIRE(stream_->Write(m));
+  }
+
+ private:
+  grpc::ClientContext ctx_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::AgentMessage, v1::ControlMessage>> stream_;
+  bool closed_ = false;
+};
+
+std::map<std::string, uint32_t> Counts(const v1::ListAgentsResponse& r) {
+  return {r.state_counts().begin(), r.state_counts().end()};
+}
+
+double Seconds(const google::protobuf::Duration& d) {
+  return static_cast<double>(TimeUtil::DurationToNanoseconds(d)) / 1e9;
+}
+
+TEST_CASE("ListAgents shows in sync and pending and rejected and drifted and disconnected agents and convergence per version") {
+  const absl::Time test_start = absl::Now();
+  const std::string url = FreshDatabase();
+  Cp cp(url);
+
+  const v1::ApplyResponse v1r = cp.Apply(MakeConfig(8081));
+  const std::vector<std::string> ids = {"a1", "a2", "a3", "a4", "a5", "a6"};
+  std::map<std::string, std::unique_ptr<FakeAgent>> agents;
+  for (const std::string& id : ids) {
+    agents[id] = std::make_unique<FakeAgent>(cp, id, id == "a2" ? "b" : "a");
+  }
+  // Every agent receives and ACKs version 1.
+  for (const std::string& id : ids) {
+    v1::Snapshot s = agents[id]->Next();
+    REQUIRE(s.version() == 1);
+    agents[id]->Ack(s);
+  }
+  CHECK(WaitFor([&] { return Counts(cp.List())["IN_SYNC"] == 6; }, absl::Seconds(10)));
+
+  // a5 goes away.
+  agents["a5"]->Close();
+  CHECK(cp.AwaitState("a5", State::DISCONNECTED));
+
+  // Version 2: a1 and a2 ACK, a3 NACKs, a4 ACKs and then reports a foreign hash, a6 stays
+  // silent.
+  const v1::ApplyResponse v2r = cp.Apply(MakeConfig(8082));
+  std::map<std::string, v1::Snapshot> s2;
+  for (const char* id : {"a1", "a2", "a3", "a4", "a6"}) {
+    s2[id] = agents[id]->Next();
+    REQUIRE(s2[id].version() == 2);
+  }
+  agents["a1"]->Ack(s2["a1"]);
+  agents["a2"]->Ack(s2["a2"]);
+  agents["a3"]->Nack(s2["a3"], 1, "routes[0]: unsupported_feature: test says no");
+  agents["a4"]->Ack(s2["a4"]);
+  CHECK(cp.AwaitState("a4", State::IN_SYNC));
+  agents["a4"]->Heartbeat(2, std::string(64, 'f'));
+
+  std::map<std::string, uint32_t> want = {
+      {"IN_SYNC", 2}, {"PENDING", 1}, {"REJECTED", 1}, {"DRIFTED", 1}, {"DISCONNECTED", 1}};
+  CHECK(WaitFor([&] { return Counts(cp.List()) == want; }, absl::Seconds(10)));
+  v1::ListAgentsResponse all = cp.List();
+  CHECK(Counts(all) == want);
+  CHECK(all.live_version() == 2);
+  CHECK(all.total() == 6);
+  REQUIRE(all.agents_size() == 6);
+
+  std::map<std::string, v1::FleetAgent> by_id;
+  for (const auto& a : all.agents()) by_id[a.agent_id()] = a;
+  {
+    const v1::FleetAgent& a = by_id["a1"];
+    CHECK(a.state() == State::IN_SYNC);
+    CHECK(a.connected());
+    CHECK(a.tenant() == "default");
+    CHECK(a.applied_version() == 2);
+    CHECK(a.applied_hash() == v2r.hash());
+    CHECK(a.expected_hash() == v2r.hash());
+    CHECK(a.sent_version() == 2);
+    CHECK(a.labels().at("zone") == "a");
+    CHECK(a.labels().at("role") == "edge");
+    CHECK(a.agent_version() == "9.9.9-test");
+    REQUIRE(a.capabilities_size() == 1);
+    CHECK(a.capabilities(0) == "route.regex");
+    CHECK(a.replica() == "replica-a");
+    CHECK(TimeUtil::DurationToMilliseconds(a.last_apply_duration()) == 7);
+    CHECK(a.last_seen().seconds() >= absl::ToUnixSeconds(test_start) - 5);
+    CHECK(a.applied_at().seconds() > 0);
+    CHECK(a.last_nack_version() == 0);
+  }
+  {
+    const v1::FleetAgent& a = by_id["a3"];
+    CHECK(a.state() == State::REJECTED);
+    CHECK(a.applied_version() == 1);
+    CHECK(a.applied_hash() == v1r.hash());
+    CHECK(a.last_nack_version() == 2);
+    CHECK(a.last_nack_error() == "routes[0]: unsupported_feature: test says no");
+    CHECK(a.last_nack_at().seconds() > 0);
+    CHECK(a.state_reason().find("test says no") != std::string::npos);
+  }
+  {
+    const v1::FleetAgent& a = by_id["a4"];
+    CHECK(a.state() == State::DRIFTED);
+    CHECK(a.applied_version() == 2);
+    CHECK(a.applied_hash() == std::string(64, 'f'));
+    CHECK(a.expected_hash() == v2r.hash());
+  }
+  {
+    const v1::FleetAgent& a = by_id["a5"];
+    CHECK(a.state() == State::DISCONNECTED);
+    CHECK_FALSE(a.connected());
+    CHECK(a.applied_version() == 1);
+  }
+  {
+    const v1::FleetAgent& a = by_id["a6"];
+    CHECK(a.state() == State::PENDING);
+    CHECK(a.applied_version() == 1);
+    CHECK(a.sent_version() == 2);
+    CHECK(a.state_reason().find("not yet acknowledged") != std::string::npos);
+  }
+
+  // Label selector, state filter, paging, errors. (Plain blocks, not SECTIONs: Catch2 would
+  // rerun the whole setup for each.)
+  {
+    v1::ListAgentsRequest req;
+    req.set_label_selector("zone=b, role=edge");
+    v1::ListAgentsResponse zb = cp.List(req);
+    REQUIRE(zb.agents_size() == 1);
+    CHECK(zb.agents(0).agent_id() == "a2");
+    CHECK(zb.total() == 1);
+
+    req.set_label_selector("zone=a");
+    req.add_states(State::REJECTED);
+    req.add_states(State::PENDING);
+    v1::ListAgentsResponse filtered = cp.List(req);
+    REQUIRE(filtered.agents_size() == 2);
+    CHECK(filtered.agents(0).agent_id() == "a3");
+    CHECK(filtered.agents(1).agent_id() == "a6");
+    CHECK(filtered.total() == 2);
+    CHECK(filtered.state_counts().at("IN_SYNC") == 1);  // counts ignore the state filter
+
+    v1::ListAgentsRequest paged;
+    paged.set_page_size(4);
+    std::vector<std::string> seen;
+    for (int page = 0; page < 5; ++page) {
+      v1::ListAgentsResponse r = cp.List(paged);
+      for (const auto& a : r.agents()) seen.push_back(a.agent_id());
+      if (r.next_page_token().empty()) break;
+      paged.set_page_token(r.next_page_token());
+    }
+    CHECK(seen == ids);
+
+    v1::ListAgentsRequest bad;
+    bad.set_label_selector("zone");
+    v1::ListAgentsResponse out;
+    CHECK(cp.fleet->ListAgents(Cp::Ctx(kOperatorKey).get(), bad, &out).error_code() ==
+          grpc::StatusCode::INVALID_ARGUMENT);
+    bad.set_label_selector("");
+    bad.set_page_token("garbage!");
+    CHECK(cp.fleet->ListAgents(Cp::Ctx(kOperatorKey).get(), bad, &out).error_code() ==
+          grpc::StatusCode::INVALID_ARGUMENT);
+
+    v1::GetAgentRequest get;
+    get.set_agent_id("nobody");
+    v1::GetAgentResponse got;
+    CHECK(cp.fleet->GetAgent(Cp::Ctx(kOperatorKey).get(), get, &got).error_code() ==
+          grpc::StatusCode::NOT_FOUND);
+    CHECK(cp.Agent("a3").state() == State::REJECTED);
+  }
+
+  // Convergence per version in ListVersions and Get, and on /metrics.
+  {
+    const double elapsed = absl::ToDoubleSeconds(absl::Now() - test_start);
+    v1::ListVersionsResponse versions;
+    REQUIRE(cp.config->ListVersions(Cp::Ctx(kOperatorKey).get(), {}, &versions).ok());
+    REQUIRE(versions.versions_size() == 2);
+    const v1::ConfigVersion& v2 = versions.versions(0);
+    const v1::ConfigVersion& v1v = versions.versions(1);
+    CHECK(v2.version() == 2);
+    CHECK(v2.acked_agents() == 3);  // a1, a2, a4
+    CHECK(v1v.acked_agents() == 6);
+    CHECK(v2.connected_agents() == 5);
+    CHECK(v1v.connected_agents() == 5);
+    CHECK(v2.serving_agents() == 2);   // a1, a2 (a4 reports another hash)
+    CHECK(v1v.serving_agents() == 2);  // a3, a6
+    CHECK(v2.rejected_agents() == 1);
+    CHECK(v1v.rejected_agents() == 0);
+    for (const v1::ConfigVersion* v : {&v2, &v1v}) {
+      INFO("version " << v->version());
+      REQUIRE(v->has_convergence_p50());
+      const double p50 = Seconds(v->convergence_p50());
+      const double p99 = Seconds(v->convergence_p99());
+      const double max = Seconds(v->convergence_max());
+      CHECK(p50 > 0);
+      CHECK(p50 <= p99);
+      CHECK(p99 <= max);
+      CHECK(max < elapsed);
+    }
+
+    v1::GetRequest get;
+    get.set_version(2);
+    v1::GetResponse got;
+    REQUIRE(cp.config->Get(Cp::Ctx(kOperatorKey).get(), get, &got).ok());
+    CHECK(got.version().acked_agents() == 3);
+    CHECK(got.version().rejected_agents() == 1);
+    CHECK(TimeUtil::DurationToNanoseconds(got.version().convergence_max()) ==
+          TimeUtil::DurationToNanoseconds(v2.convergence_max()));
+
+    // Nine first ACKs (six of version 1, three of version 2), each observed once.
+    std::string metrics = HttpGet(cp.admin_port, "/metrics");
+    CHECK(MetricValue(metrics, "flexgate_cp_convergence_seconds_count") == 9);
+    const double sum = MetricValue(metrics, "flexgate_cp_convergence_seconds_sum");
+    CHECK(sum > 0);
+    CHECK(sum < 9 * elapsed);
+    CHECK(MetricValue(metrics, "flexgate_cp_convergence_seconds_bucket{le=\"60\"}") == 9);
+  }
+}
+
+TEST_CASE("An agent that stops sending is shown stale and a heartbeat brings it back") {
+  const std::string url = FreshDatabase();
+  Cp cp(url, /*stale_after_seconds=*/1);
+  cp.Apply(MakeConfig(8081));
+  FakeAgent agent(cp, "quiet", "a");
+  v1::Snapshot s = agent.Next();
+  agent.Ack(s);
+  CHECK(cp.AwaitState("quiet", State::STALE));
+  CHECK(cp.Agent("quiet").connected());
+  agent.Heartbeat(s.version(), s.hash());
+  CHECK(cp.AwaitState("quiet", State::IN_SYNC));
+}
+
+TEST_CASE("FleetService keeps tenants apart and viewers may read") {
+  const std::string url = FreshDatabase();
+  Cp cp(url);
+  cp.Apply(MakeConfig(8081));
+  FakeAgent agent(cp, "default-agent", "a");
+  agent.Ack(agent.Next());
+  CHECK(cp.AwaitState("default-agent", State::IN_SYNC));
+
+  // A viewer of "default" lists and reads its agents.
+  v1::CreateKeyRequest kreq;
+  kreq.set_name("ci");
+  kreq.set_role("viewer");
+  v1::CreateKeyResponse viewer;
+  REQUIRE(cp.keys->CreateKey(Cp::Ctx(kOperatorKey).get(), kreq, &viewer).ok());
+  v1::ListAgentsResponse listed = cp.List({}, viewer.secret());
+  REQUIRE(listed.agents_size() == 1);
+  CHECK(listed.agents(0).agent_id() == "default-agent");
+  v1::GetAgentRequest get;
+  get.set_agent_id("default-agent");
+  v1::GetAgentResponse got;
+  CHECK(cp.fleet->GetAgent(Cp::Ctx(viewer.secret()).get(), get, &got).ok());
+
+  // The admin of tenant "beta" sees none of it.
+  v1::CreateTenantRequest treq;
+  treq.set_name("beta");
+  v1::CreateTenantResponse beta;
+  REQUIRE(cp.tenants->CreateTenant(Cp::Ctx(kOperatorKey).get(), treq, &beta).ok());
+  const std::string beta_key = beta.admin_key_secret();
+
+  v1::ListAgentsRequest other;
+  other.set_tenant("default");
+  v1::ListAgentsResponse out;
+  CHECK(cp.fleet->ListAgents(Cp::Ctx(beta_key).get(), other, &out).error_code() ==
+        grpc::StatusCode::PERMISSION_DENIED);
+  CHECK(out.agents_size() == 0);
+  get.set_tenant("default");
+  CHECK(cp.fleet->GetAgent(Cp::Ctx(beta_key).get(), get, &got).error_code() ==
+        grpc::StatusCode::PERMISSION_DENIED);
+  // Its own tenant: no agents, and the other tenant's agent id is simply not found.
+  CHECK(cp.List({}, beta_key).agents_size() == 0);
+  get.set_tenant("");
+  CHECK(cp.fleet->GetAgent(Cp::Ctx(beta_key).get(), get, &got).error_code() ==
+        grpc::StatusCode::NOT_FOUND);
+  // The per-version numbers are the tenant's own too.
+  v1::ListVersionsRequest lv;
+  lv.set_tenant("default");
+  v1::ListVersionsResponse versions;
+  CHECK(cp.config->ListVersions(Cp::Ctx(beta_key).get(), lv, &versions).error_code() ==
+        grpc::StatusCode::PERMISSION_DENIED);
+
+  // No key at all.
+  CHECK(cp.fleet->ListAgents(Cp::Ctx("").get(), {}, &out).error_code() ==
+        grpc::StatusCode::UNAUTHENTICATED);
+}
+
+}  // namespace
+}  // namespace flexgate::cp
