@@ -49,14 +49,43 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# A free TCP port on 127.0.0.1 (random, checked by trying to connect).
+# A free TCP port for PostgreSQL (the FlexGate programs bind port 0 and report their ports).
+# Drawn below the kernel's ephemeral range so outgoing connections never hold it.
 free_port() {
   local p
   for _ in $(seq 1 200); do
-    p=$(( 20000 + RANDOM % 30000 ))
+    p=$(( 10000 + RANDOM % 20000 ))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
   done
   echo "demo: no free port found" >&2; return 1
+}
+
+# Waits for a JSON log line with "msg":"$2" in file $1 and prints the number in field $3.
+port_from_log() {
+  local log=$1 msg=$2 field=$3 line
+  for _ in $(seq 1 300); do
+    line=$(grep -m1 "\"msg\":\"$msg\"" "$log" 2>/dev/null || true)
+    if [[ -n "$line" ]]; then
+      sed -n "s/.*\"$field\":\([0-9]*\).*/\1/p" <<<"$line"
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "demo: no \"$msg\" line in $log; last lines:" >&2
+  tail -n 20 "$log" >&2 || true
+  return 1
+}
+
+# Waits for the upstream's "listening on HOST:PORT" line in file $1 and prints PORT.
+upstream_port() {
+  local log=$1 line
+  for _ in $(seq 1 300); do
+    line=$(grep -m1 '^listening on ' "$log" 2>/dev/null || true)
+    if [[ -n "$line" ]]; then echo "${line##*:}"; return 0; fi
+    sleep 0.1
+  done
+  echo "demo: upstream did not start; see $log" >&2
+  return 1
 }
 
 # Waits until `curl URL` answers 200, or fails after $2 seconds, showing the log $3.
@@ -81,7 +110,7 @@ mkdir -p "$work/pg"
 for attempt in 1 2 3 4 5; do
   pg_port=$(free_port)
   if (cd "$work/pg" && as_pg "$pg_bin/pg_ctl" -D "$work/pg/data" -l "$work/pg/server.log" -w \
-        -o "-p $pg_port -k $work/pg -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null); then
+        -o "-p $pg_port -k $work/pg -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null 2>&1); then
     pg_started=1; break
   fi
 done
@@ -92,28 +121,31 @@ echo "== PostgreSQL on 127.0.0.1:$pg_port (data in $work/pg)"
 
 # --- flexgate-cp ------------------------------------------------------------------------------
 admin_key="fgk_demo_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-cp_port=$(free_port); cp_admin=$(free_port)
-FLEXGATE_BOOTSTRAP_ADMIN_KEY="$admin_key" "$bin/flexgate-cp" --listen "127.0.0.1:$cp_port" \
-  --admin "127.0.0.1:$cp_admin" --database-url "$db_url" 2>"$work/cp.log" &
+FLEXGATE_BOOTSTRAP_ADMIN_KEY="$admin_key" "$bin/flexgate-cp" --listen 127.0.0.1:0 \
+  --admin 127.0.0.1:0 --database-url "$db_url" 2>"$work/cp.log" &
 pids+=($!)
+cp_port=$(port_from_log "$work/cp.log" listening grpc_port)
+cp_admin=$(port_from_log "$work/cp.log" listening admin_port)
 wait_http_ok "http://127.0.0.1:$cp_admin/health/ready" 30 "$work/cp.log"
 echo "== flexgate-cp on 127.0.0.1:$cp_port (admin 127.0.0.1:$cp_admin)"
 
 # --- upstreams ----------------------------------------------------------------------------------
-blue_port=$(free_port); green_port=$(free_port)
-"$bin/flexgate-test-upstream" --listen "127.0.0.1:$blue_port" --name blue 2>"$work/blue.log" &
+"$bin/flexgate-test-upstream" --listen 127.0.0.1:0 --name blue >"$work/blue.log" 2>&1 &
 pids+=($!)
-"$bin/flexgate-test-upstream" --listen "127.0.0.1:$green_port" --name green 2>"$work/green.log" &
+"$bin/flexgate-test-upstream" --listen 127.0.0.1:0 --name green >"$work/green.log" 2>&1 &
 pids+=($!)
+blue_port=$(upstream_port "$work/blue.log")
+green_port=$(upstream_port "$work/green.log")
 echo "== upstreams: blue on $blue_port, green on $green_port"
 
 # --- flexgate-agent -----------------------------------------------------------------------------
-agent_port=$(free_port); agent_admin=$(free_port)
 "$bin/flexgate-agent" --control-plane "127.0.0.1:$cp_port" --token "$admin_key" \
   --cache-dir "$work/agent-cache" --label env=demo --label region=local \
-  --listen "127.0.0.1:$agent_port" --admin "127.0.0.1:$agent_admin" --workers 2 \
+  --listen 127.0.0.1:0 --admin 127.0.0.1:0 --workers 2 \
   2>"$work/agent.log" &
 pids+=($!)
+agent_port=$(port_from_log "$work/agent.log" listening port)
+agent_admin=$(port_from_log "$work/agent.log" "admin listening" port)
 echo "== flexgate-agent on 127.0.0.1:$agent_port (admin 127.0.0.1:$agent_admin)"
 
 export FLEXGATE_SERVER="127.0.0.1:$cp_port" FLEXGATE_TOKEN="$admin_key"
@@ -132,13 +164,23 @@ show() {
   out=$(curl -s -w ' [HTTP %{http_code}]' "http://127.0.0.1:$agent_port$path")
   printf '   GET %-16s -> %s\n' "$path" "$(echo "$out" | tr -d '\n')"
 }
+# Fails the demo when a path is not answered by the expected upstream (the demo doubles as a test).
+expect_from() {
+  local path=$1 want=$2 body
+  body=$(curl -s "http://127.0.0.1:$agent_port$path")
+  [[ "$body" == "$want"* ]] || { echo "demo: GET $path answered '$body', expected '$want...'" >&2; exit 1; }
+}
+
 echo
 echo "== requests through the agent (version 1)"
 show /ping; show /; show /api/orders
+expect_from / blue; expect_from /api/orders blue
 
 echo
 echo "== an invalid config is refused (exit status 1, nothing changes)"
-"$bin/flexctl" validate --server "$FLEXGATE_SERVER" "$repo/docs/examples/invalid-unknown-cluster.yaml" || true
+if "$bin/flexctl" validate --server "$FLEXGATE_SERVER" "$repo/docs/examples/invalid-unknown-cluster.yaml"; then
+  echo "demo: the invalid config was accepted" >&2; exit 1
+fi
 
 echo
 echo "== apply version 2: /api/ moves to green"
@@ -150,6 +192,7 @@ done
 echo
 echo "== requests through the agent (version 2)"
 show /ping; show /; show /api/orders
+expect_from / blue; expect_from /api/orders green
 
 echo
 echo "== flexctl versions"
