@@ -3,6 +3,7 @@
 // time. Pipelined requests wait as unparsed bytes until the current response is complete.
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -149,9 +150,15 @@ void DownstreamConn::OnRead(ssize_t nread, const uv_buf_t* buf) {
   if (closing_ || nread == 0) return;
   if (tunnel_) {
     if (nread < 0) {
-      // Either side closing ends the tunnel: flush what the client sent, then close both.
       reading_ = false;
       eof_ = true;
+      if (nread == UV_EOF && up_ != nullptr) {
+        // The client half-closed: pass the FIN on and keep relaying the upstream's answer until
+        // it closes its end (OnTunnelClosed), bounded by the tunnel's idle timeout.
+        up_->ShutdownWrite();
+        return;
+      }
+      // A broken client connection ends the tunnel: flush what it sent, then close both.
       EndActiveCount();
       UpstreamConn* u = up_;
       up_ = nullptr;
@@ -244,6 +251,7 @@ int DownstreamConn::OnMessageBegin() {
   last_error_.clear();
   last_error_status_ = 503;
   try_deadline_ = 0;
+  request_deadline_ = 0;  // set once the request goes upstream
   StartTimer(ToMs(worker_->limits().header_timeout), OnTimer);
   return 0;
 }
@@ -318,16 +326,32 @@ std::string_view DownstreamConn::HeaderValue(std::string_view name) const {
   return {};
 }
 
+namespace {
+
+// Splits a request target: where its origin-form part ("/path?query") starts, and whether an
+// absolute-form target has no path at all ("http://host?q", which means "/?q").
+void SplitTarget(std::string_view url, size_t* start, bool* missing_path) {
+  *start = 0;
+  *missing_path = false;
+  if (url.empty() || url.front() == '/' || url == "*") return;
+  size_t scheme = url.find("://");
+  if (scheme == std::string_view::npos) return;
+  size_t end = url.find_first_of("/?#", scheme + 3);
+  if (end == std::string_view::npos) end = url.size();
+  *start = end;
+  *missing_path = end == url.size() || url[end] != '/';
+}
+
+}  // namespace
+
 std::string_view DownstreamConn::RequestPath() const {
   std::string_view url(head_.data(), url_len_);
-  if (!url.empty() && url.front() != '/' && url != "*") {
-    // absolute-form ("http://host/path"): routing uses the path.
-    size_t scheme = url.find("://");
-    if (scheme != std::string_view::npos) {
-      size_t slash = url.find('/', scheme + 3);
-      url = slash == std::string_view::npos ? std::string_view("/") : url.substr(slash);
-    }
-  }
+  size_t start;
+  bool missing;
+  SplitTarget(url, &start, &missing);
+  // absolute-form ("http://host/path"): routing uses the path.
+  if (missing) return "/";
+  url.remove_prefix(start);
   size_t q = url.find_first_of("?#");
   return q == std::string_view::npos ? url : url.substr(0, q);
 }
@@ -534,19 +558,27 @@ void DownstreamConn::BuildUpstreamHead(const CompiledCluster& cluster) {
   h.append(llhttp_method_name(static_cast<llhttp_method_t>(parser_.method)));
   h.push_back(' ');
   std::string_view url(head_.data(), url_len_);
-  std::string_view path = RequestPath();
+  // The origin-form target: absolute-form loses its scheme and authority (the Host header
+  // carries the authority), and a missing path becomes "/".
+  size_t start;
+  bool missing;
+  SplitTarget(url, &start, &missing);
+  std::string_view target = url.substr(start);
+  std::string synthesized;
+  if (missing) {
+    synthesized = "/";
+    synthesized.append(target.data(), target.size());
+    target = synthesized;
+  }
+  std::string_view path = target.substr(0, std::min(target.size(), target.find_first_of("?#")));
   if (route_->has_prefix_rewrite && path.size() >= route_->path.size()) {
     h.append(route_->prefix_rewrite);
     // Everything after the matched prefix, including the query string.
-    size_t path_start = static_cast<size_t>(path.data() - url.data());
-    std::string_view rest = url.substr(path_start + route_->path.size());
+    std::string_view rest = target.substr(route_->path.size());
     if (route_->prefix_rewrite.empty() && (rest.empty() || rest.front() != '/')) h.push_back('/');
     h.append(rest);
-  } else if (!url.empty() && url.front() != '/' && url != "*") {
-    size_t path_start = static_cast<size_t>(path.data() - url.data());
-    h.append(url.substr(path_start));
   } else {
-    h.append(url);
+    h.append(target);
   }
   h.append(" HTTP/1.1\r\n");
 
@@ -940,6 +972,8 @@ void DownstreamConn::StartTunnel() {
     up_->Write(pending_in_);
     std::string().swap(pending_in_);
   }
+  // The client may have half-closed already, right behind its request.
+  if (eof_ && up_ != nullptr) up_->ShutdownWrite();
   UpdateReading();
 }
 

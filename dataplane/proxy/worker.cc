@@ -99,6 +99,13 @@ void Conn::ShutdownThenClose() {
   StartTimer(5000, [](uv_timer_t* t) { static_cast<Conn*>(t->data)->Close(); });
 }
 
+void Conn::ShutdownWrite() {
+  if (closing_) return;
+  auto* req = new uv_shutdown_t;
+  // Runs before the close callback even when the handle closes first (UV_ECANCELED).
+  if (uv_shutdown(req, stream(), [](uv_shutdown_t* r, int) { delete r; }) != 0) delete req;
+}
+
 void Conn::OnHandleClosed(uv_handle_t* h) {
   Conn* c = static_cast<Conn*>(h->data);
   if (--c->open_handles_ == 0) delete c;

@@ -127,6 +127,8 @@ class Conn {
   void Close();
   // Flushes queued writes, sends FIN, then closes (bounded by a linger timer).
   void ShutdownThenClose();
+  // Sends FIN after queued writes; reading continues (half-close).
+  void ShutdownWrite();
   bool closing() const { return closing_; }
   uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
   size_t write_queue_size() const { return tcp_.write_queue_size; }
@@ -212,7 +214,7 @@ class UpstreamConn final : public Conn {
 
   std::string key_;
   sockaddr_storage addr_;
-  socklen_t addr_len_;
+  [[maybe_unused]] socklen_t addr_len_;  // the connect takes it from the family
   uint32_t max_idle_;
   uint64_t idle_timeout_ms_;
   uint32_t max_requests_;

@@ -295,3 +295,26 @@ TEST_CASE("stats count requests, statuses and connections") {
 
 }  // namespace
 }  // namespace flexgate::dataplane::test
+
+namespace flexgate::dataplane::test {
+namespace {
+
+TEST_CASE("absolute-form targets are forwarded in origin form, a missing path becomes /") {
+  // Found by the HTTP fuzz target: "http://host?q" (no path) used to crash the worker.
+  ProxyEnv env(kDefaultConfig, {}, 1);
+  HttpClient c = env.Client();
+  REQUIRE(c.SendRaw("GET http://a.example?q=1 HTTP/1.1\r\nHost: a.example\r\n\r\n").ok());
+  auto r = c.ReadResponse();
+  REQUIRE(r.ok());
+  CHECK(r->status == 200);
+  CHECK(r->body == "u0 GET /\n");
+  CHECK(absl::StartsWith(env.up(0).last_request_head(), "GET /?q=1 HTTP/1.1"));
+  REQUIRE(c.SendRaw("GET http://a.example/p/q?x HTTP/1.1\r\nHost: a.example\r\n\r\n").ok());
+  r = c.ReadResponse();
+  REQUIRE(r.ok());
+  CHECK(r->body == "u0 GET /p/q\n");
+  CHECK(absl::StartsWith(env.up(0).last_request_head(), "GET /p/q?x HTTP/1.1"));
+}
+
+}  // namespace
+}  // namespace flexgate::dataplane::test

@@ -72,8 +72,9 @@ const llhttp_settings_t* ResponseSettings() {
     };
     s.on_message_complete = [](llhttp_t* p) {
       ParseState* st = St(p);
-      // 1xx responses are interim: keep reading for the final one.
-      if (st->resp->status >= 100 && st->resp->status < 200) {
+      // 1xx responses are interim: keep reading for the final one. 101 is final: the
+      // connection switches protocols after it (read the rest with ReadBytes).
+      if (st->resp->status >= 100 && st->resp->status < 200 && st->resp->status != 101) {
         *st->resp = HttpResponse();
         return 0;
       }
@@ -269,6 +270,17 @@ absl::StatusOr<HttpResponse> HttpClient::Get(std::string path, std::string host)
   r.path = std::move(path);
   r.host = std::move(host);
   return RoundTrip(r);
+}
+
+absl::StatusOr<std::string> HttpClient::ReadBytes(size_t n) {
+  absl::Time deadline = absl::Now() + timeout_;
+  while (buf_.size() < n) {
+    absl::Status s = Fill(deadline);
+    if (!s.ok()) return s;
+  }
+  std::string out = buf_.substr(0, n);
+  buf_.erase(0, n);
+  return out;
 }
 
 bool HttpClient::WaitForClose(absl::Duration timeout) {

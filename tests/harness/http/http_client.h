@@ -58,6 +58,8 @@ class HttpClient {
   // Convenience GET with a Host header.
   absl::StatusOr<HttpResponse> Get(std::string path, std::string host = "localhost");
 
+  // Reads exactly `n` raw bytes (after a 101 answer, for tunnels).
+  absl::StatusOr<std::string> ReadBytes(size_t n);
   // True when the peer closes the connection (EOF or reset) within `timeout` (bytes that arrive
   // meanwhile are discarded).
   bool WaitForClose(absl::Duration timeout);

@@ -29,6 +29,8 @@ struct TestUpstream::Impl {
   uint16_t port = 0;
   std::atomic<uint64_t> connections{0};
   std::atomic<uint64_t> requests{0};
+  std::atomic<int> health_status{200};
+  std::atomic<uint64_t> health_requests{0};
   mutable absl::Mutex mu;
   std::string last_head ABSL_GUARDED_BY(mu);
   absl::flat_hash_set<UpConn*> conns;  // loop thread only
@@ -49,6 +51,7 @@ struct UpConn {
   bool closing = false;
   bool busy = false;       // a response is pending (slow)
   bool close_after = false;
+  bool echo = false;       // upgraded (/ws): echo raw bytes
   std::string head;        // request line + headers as received (reconstructed)
   std::string url;
   std::string field, value;
@@ -147,6 +150,12 @@ void Respond(UpConn* c) {
     CloseConn(c);
     return;
   }
+  if (path == "/ws" && c->parser.upgrade) {
+    c->echo = true;
+    Write(c, absl::StrCat("HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n"
+                          "connection: Upgrade\r\nx-upstream: ", name, "\r\n\r\n"));
+    return;
+  }
   int status = 200;
   std::string body;
   std::string extra = absl::StrCat("x-upstream: ", name, "\r\n");
@@ -169,6 +178,10 @@ void Respond(UpConn* c) {
     (void)absl::SimpleAtoi(path.substr(8), &status);
     if (status < 100 || status > 999) status = 500;
     body = absl::StrCat(name, " status ", status, "\n");
+  } else if (path == "/health") {
+    status = s->health_status.load();
+    s->health_requests.fetch_add(1);
+    body = absl::StrCat(name, " health ", status, "\n");
   } else if (path == "/headers") {
     body = c->head;
   } else {
@@ -255,6 +268,9 @@ const llhttp_settings_t* RequestSettings() {
     };
     s.on_headers_complete = [](llhttp_t* p) {
       UpConn* c = C(p);
+      // Only /ws switches protocols; anywhere else an upgrade request is answered as plain HTTP
+      // and the connection keeps parsing requests.
+      if (c->url.rfind("/ws", 0) != 0 || (c->url.size() > 3 && c->url[3] != '?')) p->upgrade = 0;
       if (c->in_value || !c->field.empty()) absl::StrAppend(&c->head, c->field, ": ", c->value, "\n");
       c->in_value = false;
       // The request line is known completely only now (the version comes after the URL).
@@ -288,6 +304,11 @@ void Process(UpConn* c, const char* data, size_t len) {
       llhttp_resume(&c->parser);
       data += used;
       len -= used;
+      if (c->echo) {
+        // Bytes behind the upgrade request are already the tunnelled protocol.
+        if (len > 0) Write(c, std::string(data, len));
+        return;
+      }
       continue;
     }
     Write(c, "HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n", true);
@@ -322,6 +343,8 @@ void OnConnection(uv_stream_t* server, int status) {
         auto* c = static_cast<UpConn*>(st->data);
         if (n < 0) {
           CloseConn(c);
+        } else if (n > 0 && c->echo) {
+          Write(c, std::string(b->base, static_cast<size_t>(n)));
         } else if (n > 0) {
           Process(c, b->base, static_cast<size_t>(n));
         }
@@ -391,6 +414,8 @@ uint16_t TestUpstream::port() const { return impl_->port; }
 const std::string& TestUpstream::name() const { return impl_->name; }
 uint64_t TestUpstream::connections() const { return impl_->connections.load(); }
 uint64_t TestUpstream::requests() const { return impl_->requests.load(); }
+void TestUpstream::SetHealthStatus(int status) { impl_->health_status.store(status); }
+uint64_t TestUpstream::health_requests() const { return impl_->health_requests.load(); }
 std::string TestUpstream::last_request_head() const {
   absl::MutexLock lock(&impl_->mu);
   return impl_->last_head;

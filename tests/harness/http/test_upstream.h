@@ -12,6 +12,10 @@
 //   /headers            200, the request head as received ("name: value" lines)
 //   /close              200 with `connection: close`, then closes
 //   /drop               closes the connection without answering
+//   /health             status set by SetHealthStatus (default 200), body "NAME health NNN\n"
+//   /ws                 with `Upgrade: websocket` (and Connection: upgrade): 101 Switching
+//                       Protocols, then every byte received is echoed back (no websocket
+//                       framing: the proxy tunnels raw bytes). Without the upgrade: as any path.
 //
 // Thread-safety: the accessors may be called from any thread.
 #pragma once
@@ -40,6 +44,9 @@ class TestUpstream {
   uint64_t requests() const;
   // The head (request line and headers, as received) of the most recent request.
   std::string last_request_head() const;
+  // What /health answers from now on, and how many /health requests were answered.
+  void SetHealthStatus(int status);
+  uint64_t health_requests() const;
 
   // Closes the listener and every connection, and waits for the loop to end. Idempotent.
   void Stop();
