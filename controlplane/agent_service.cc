@@ -6,6 +6,7 @@
 #include <map>
 #include <optional>
 
+#include "absl/hash/hash.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
@@ -120,15 +121,7 @@ class AgentSession final : public grpc::ServerBidiReactor<ByteBuffer, ByteBuffer
     if (registered) {
       deps_.distributor->Unregister(tenant_id, this);
       deps_.metrics->connected_agents.Decrement();
-      ConfigStore* store = deps_.store;
-      std::string session_id = session_id_;
-      deps_.workers->Post(shard_key(), [store, tenant_id, agent_id, session_id] {
-        absl::Status s = store->AgentDisconnected(tenant_id, agent_id, session_id);
-        if (!s.ok()) {
-          FG_LOG_WARN("cannot record agent disconnect",
-                      {{"agent_id", agent_id}, {"error", std::string(s.message())}});
-        }
-      });
+      deps_.workers->Post(shard_key_, DisconnectEvent{tenant_id, agent_id, session_id_});
       FG_LOG_INFO("agent disconnected", {{"tenant_id", tenant_id}, {"agent_id", agent_id}});
     }
     // Last statement: may destroy this object.
@@ -159,8 +152,6 @@ class AgentSession final : public grpc::ServerBidiReactor<ByteBuffer, ByteBuffer
   }
 
  private:
-  uint64_t shard_key() const { return reinterpret_cast<uintptr_t>(this) >> 4; }
-
   void Enter() {
     absl::MutexLock lock(&mu_);
     ++busy_;
@@ -216,14 +207,7 @@ class AgentSession final : public grpc::ServerBidiReactor<ByteBuffer, ByteBuffer
   // after Hello, when tenant_id_ and agent_id_ no longer change. Queued behind the stream's
   // earlier events, so it lands before the ACK it precedes.
   void RecordSent(uint64_t version) {
-    ConfigStore* store = deps_.store;
-    deps_.workers->Post(shard_key(), [store, tenant = tenant_id_, agent = agent_id_, version] {
-      absl::Status s = store->AgentSent(tenant, agent, version);
-      if (!s.ok()) {
-        FG_LOG_WARN("cannot record snapshot send",
-                    {{"agent_id", agent}, {"error", std::string(s.message())}});
-      }
-    });
+    deps_.workers->Post(shard_key_, SentEvent{tenant_id_, agent_id_, version});
   }
 
   // Returns true when the stream should keep reading.
@@ -235,12 +219,25 @@ class AgentSession final : public grpc::ServerBidiReactor<ByteBuffer, ByteBuffer
         return false;
       }
       hello_seen_ = true;
-      // The Hello work blocks (database), so it runs on a worker; it resumes reading when done.
+      // Every event of one agent id goes to the same database worker, in order, whichever
+      // stream (or replica restart) it comes from.
+      agent_id_ = msg.hello().agent_id().empty() ? "agent-" + RandomHex(8) : msg.hello().agent_id();
+      shard_key_ = absl::Hash<std::string>{}(agent_id_);
+      // The Hello work blocks (database), so it runs on a worker, batched with other streams'
+      // events; it resumes reading when done.
       Enter();
-      deps_.workers->Post(shard_key(), [self = shared_from_this(), hello = msg.hello()] {
-        self->ProcessHello(hello);
-        self->Leave();
-      });
+      auto self = shared_from_this();
+      deps_.workers->Post(
+          shard_key_,
+          HelloEvent{[self, hello = msg.hello()]() -> std::optional<AgentHelloRecord> {
+                       auto rec = self->AuthenticateHello(hello);
+                       if (!rec) self->Leave();
+                       return rec;
+                     },
+                     [self](absl::StatusOr<uint64_t> last_nack) {
+                       self->FinishHello(std::move(last_nack));
+                       self->Leave();
+                     }});
       return false;
     }
     switch (msg.msg_case()) {
@@ -258,7 +255,9 @@ class AgentSession final : public grpc::ServerBidiReactor<ByteBuffer, ByteBuffer
     return true;
   }
 
-  void ProcessHello(const flexgate::v1::Hello& hello) {
+  // Runs on a database worker. The agents-row record of an authenticated Hello, or nullopt
+  // after finishing the stream with the authentication error.
+  std::optional<AgentHelloRecord> AuthenticateHello(const flexgate::v1::Hello& hello) {
     std::string header;
     auto md = ctx_->client_metadata().find("authorization");
     if (md != ctx_->client_metadata().end()) header.assign(md->second.data(), md->second.size());
@@ -272,12 +271,12 @@ class AgentSession final : public grpc::ServerBidiReactor<ByteBuffer, ByteBuffer
       FG_LOG_WARN("agent stream refused", {{"agent_id", hello.agent_id()},
                                            {"error", std::string(who.status().message())}});
       RequestFinish(ToGrpcStatus(who.status()));
-      return;
+      return std::nullopt;
     }
 
     AgentHelloRecord rec;
     rec.tenant_id = who->tenant_id;
-    rec.agent_id = hello.agent_id().empty() ? "agent-" + RandomHex(8) : hello.agent_id();
+    rec.agent_id = agent_id_;
     rec.labels = std::map<std::string, std::string>(hello.labels().begin(), hello.labels().end());
     rec.agent_version = hello.agent_version();
     rec.applied_version = hello.applied_version();
@@ -285,34 +284,46 @@ class AgentSession final : public grpc::ServerBidiReactor<ByteBuffer, ByteBuffer
     rec.session_id = session_id_;
     rec.capabilities.assign(hello.capabilities().begin(), hello.capabilities().end());
     rec.replica = deps_.replica;
-    absl::StatusOr<uint64_t> last_nack = deps_.store->AgentConnected(rec);
-    if (!last_nack.ok()) {
-      FG_LOG_WARN("cannot record agent connect",
-                  {{"agent_id", rec.agent_id}, {"error", std::string(last_nack.status().message())}});
-      RequestFinish(ToGrpcStatus(last_nack.status()));
-      return;
-    }
     {
       absl::MutexLock lock(&mu_);
       tenant_id_ = rec.tenant_id;
-      agent_id_ = rec.agent_id;
-      state_.SetApplied(hello.applied_version(), hello.applied_hash());
+      applied_at_hello_ = {hello.applied_version(), hello.applied_hash()};
+    }
+    return rec;
+  }
+
+  // Runs on a database worker once the agents row is written (or could not be).
+  void FinishHello(absl::StatusOr<uint64_t> last_nack) {
+    if (!last_nack.ok()) {
+      FG_LOG_WARN("cannot record agent connect",
+                  {{"agent_id", agent_id_}, {"error", std::string(last_nack.status().message())}});
+      RequestFinish(ToGrpcStatus(last_nack.status()));
+      return;
+    }
+    int64_t tenant_id;
+    uint64_t applied_version;
+    {
+      absl::MutexLock lock(&mu_);
+      tenant_id = tenant_id_;
+      applied_version = applied_at_hello_.first;
+      state_.SetApplied(applied_at_hello_.first, std::move(applied_at_hello_.second));
       // A version this agent rejected before is not sent again on a new stream either.
       state_.MarkRejected(*last_nack);
       hello_done_ = true;
       registered_ = true;
     }
     deps_.metrics->connected_agents.Increment();
-    FG_LOG_INFO("agent connected", {{"tenant_id", rec.tenant_id},
-                                    {"agent_id", rec.agent_id},
-                                    {"applied_version", rec.applied_version}});
+    FG_LOG_INFO("agent connected", {{"tenant_id", tenant_id},
+                                    {"agent_id", agent_id_},
+                                    {"applied_version", applied_version}});
     // Register before reading the live version: a version committed after this point reaches
-    // the stream through the distributor, one committed before is what Latest returns.
-    deps_.distributor->Register(rec.tenant_id, shared_from_this());
-    auto latest = deps_.distributor->Latest(rec.tenant_id);
+    // the stream through the distributor, one committed before is what Latest returns (from
+    // the distributor's memory, without a database read, once the tenant's version is known).
+    deps_.distributor->Register(tenant_id, shared_from_this());
+    auto latest = deps_.distributor->Latest(tenant_id);
     if (!latest.ok()) {
       FG_LOG_WARN("cannot load live version for agent",
-                  {{"agent_id", rec.agent_id}, {"error", std::string(latest.status().message())}});
+                  {{"agent_id", agent_id_}, {"error", std::string(latest.status().message())}});
     } else if (*latest != nullptr) {
       Offer(*latest);
     }
@@ -341,19 +352,7 @@ class AgentSession final : public grpc::ServerBidiReactor<ByteBuffer, ByteBuffer
     rec.replica = deps_.replica;
     // The ACK's time is its receipt here, not when a database worker gets to it: under a burst
     // of thousands of ACKs the queue would otherwise inflate the convergence numbers.
-    const absl::Time received = absl::Now();
-    ConfigStore* store = deps_.store;
-    CpMetrics* metrics = deps_.metrics;
-    deps_.workers->Post(shard_key(), [store, metrics, rec = std::move(rec), received]() mutable {
-      rec.received_ago = absl::Now() - received;
-      auto converged = store->AgentAcked(rec);
-      if (!converged.ok()) {
-        FG_LOG_WARN("cannot record ack", {{"agent_id", rec.agent_id},
-                                          {"error", std::string(converged.status().message())}});
-      } else if (converged->has_value()) {
-        metrics->convergence_seconds.Observe(**converged);
-      }
-    });
+    deps_.workers->Post(shard_key_, AckEvent{std::move(rec), absl::Now()});
   }
 
   void HandleNack(const flexgate::v1::Nack& nack) {
@@ -371,14 +370,7 @@ class AgentSession final : public grpc::ServerBidiReactor<ByteBuffer, ByteBuffer
                                           {"agent_id", agent_id_},
                                           {"version", version},
                                           {"error", nack.error_detail()}});
-    ConfigStore* store = deps_.store;
-    deps_.workers->Post(shard_key(), [store, tenant = tenant_id_, agent = agent_id_, version,
-                                      error = nack.error_detail()] {
-      absl::Status s = store->AgentNacked(tenant, agent, version, error);
-      if (!s.ok()) {
-        FG_LOG_WARN("cannot record nack", {{"agent_id", agent}, {"error", std::string(s.message())}});
-      }
-    });
+    deps_.workers->Post(shard_key_, NackEvent{tenant_id_, agent_id_, version, nack.error_detail()});
   }
 
   void HandleHeartbeat(const flexgate::v1::Heartbeat& hb) {
@@ -386,16 +378,8 @@ class AgentSession final : public grpc::ServerBidiReactor<ByteBuffer, ByteBuffer
       absl::MutexLock lock(&mu_);
       state_.SetApplied(hb.applied_version(), hb.applied_hash());
     }
-    ConfigStore* store = deps_.store;
-    deps_.workers->Post(shard_key(), [store, tenant = tenant_id_, agent = agent_id_,
-                                      v = hb.applied_version(), h = hb.applied_hash(),
-                                      healthy = hb.healthy()] {
-      absl::Status s = store->AgentHeartbeat(tenant, agent, v, h, healthy);
-      if (!s.ok()) {
-        FG_LOG_WARN("cannot record heartbeat",
-                    {{"agent_id", agent}, {"error", std::string(s.message())}});
-      }
-    });
+    deps_.workers->Post(shard_key_, HeartbeatEvent{tenant_id_, agent_id_, hb.applied_version(),
+                                                   hb.applied_hash(), hb.healthy()});
   }
 
   grpc::CallbackServerContext* const ctx_;
@@ -419,8 +403,13 @@ class AgentSession final : public grpc::ServerBidiReactor<ByteBuffer, ByteBuffer
   // the message handlers (which run only after Hello) read them without the lock.
   bool hello_done_ ABSL_GUARDED_BY(mu_) = false;
   bool registered_ ABSL_GUARDED_BY(mu_) = false;
+  // What the agent said it serves, from its Hello until the agents row is written.
+  std::pair<uint64_t, std::string> applied_at_hello_ ABSL_GUARDED_BY(mu_);
+  // Set once when the Hello arrives (agent_id_, shard_key_) or is authenticated (tenant_id_),
+  // before any other event of the stream is handled; read-only afterwards.
   int64_t tenant_id_ = 0;
   std::string agent_id_;
+  uint64_t shard_key_ = 0;
 };
 
 class AgentServiceImpl final

@@ -9,12 +9,14 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "common/canonical.h"
+#include "common/capabilities.h"
 #include "common/config_diff.h"
 #include "common/log.h"
 #include "common/validator.h"
 #include "controlplane/access_store.h"
 #include "controlplane/auth.h"
 #include "controlplane/diff_proto.h"
+#include "controlplane/fleet_capabilities.h"
 #include "controlplane/fleet_store.h"
 #include "controlplane/grpc_status.h"
 #include "controlplane/metrics.h"
@@ -92,6 +94,11 @@ class ConfigServiceImpl final : public v1::ConfigService::Service {
     if (!call.ok()) return ToGrpcStatus(call.status());
     const Principal* who = &call->who;
     std::vector<v1::Diagnostic> diags = ValidateConfig(req->config());
+    // What the tenant's agents would reject although the config itself is valid: Validate must
+    // never say "valid" for a version an agent will NACK.
+    auto fleet = FleetDiagnostics(who->tenant_id, req->config());
+    if (!fleet.ok()) return ToGrpcStatus(fleet.status());
+    for (auto& d : *fleet) diags.push_back(std::move(d));
     resp->set_valid(IsValid(diags));
     for (auto& d : diags) *resp->add_diagnostics() = std::move(d);
     resp->set_hash(ConfigHash(req->config()));
@@ -143,6 +150,26 @@ class ConfigServiceImpl final : public v1::ConfigService::Service {
       deps_.metrics->applies_rejected.Increment();
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                           absl::StrCat("config is invalid:\n", DiagnosticLines(diags)));
+    }
+    auto fleet = FleetDiagnostics(who->tenant_id, req->config());
+    if (!fleet.ok()) {
+      deps_.metrics->applies_rejected.Increment();
+      return ToGrpcStatus(fleet.status());
+    }
+    if (!fleet->empty()) {
+      if (!req->allow_unsupported()) {
+        deps_.metrics->applies_rejected.Increment();
+        return grpc::Status(
+            grpc::StatusCode::FAILED_PRECONDITION,
+            absl::StrCat("agents of this tenant would reject this config (set allow_unsupported "
+                         "to apply it anyway):\n",
+                         DiagnosticLines(*fleet)));
+      }
+      // Stored on purpose: the caller still hears what the fleet will reject, as warnings.
+      for (auto& d : *fleet) {
+        d.set_severity(v1::Diagnostic::WARNING);
+        diags.push_back(std::move(d));
+      }
     }
     const std::string body = CanonicalBytes(req->config());
     const std::string hash = Sha256Hex(body);
@@ -308,6 +335,20 @@ class ConfigServiceImpl final : public v1::ConfigService::Service {
   // A stored version parsed (0 = the empty config); cached only when it is the newest asked for.
   absl::StatusOr<ConfigPtr> LoadVersion(int64_t tenant_id, uint64_t version) {
     return versions_.Get(tenant_id, version);
+  }
+
+  // unsupported_feature diagnostics for the features `config` uses that some of the tenant's
+  // agents do not announce (fleet_capabilities.h). Empty when the tenant has no agent that
+  // announced capabilities.
+  absl::StatusOr<std::vector<v1::Diagnostic>> FleetDiagnostics(int64_t tenant_id,
+                                                               const v1::Config& config) {
+    const std::map<std::string, std::string> used = FeaturesUsed(config);
+    std::vector<std::string> names;
+    names.reserve(used.size());
+    for (const auto& [feature, path] : used) names.push_back(feature);
+    auto support = deps_.store->FeatureSupport(tenant_id, names);
+    if (!support.ok()) return support.status();
+    return UnsupportedFeatureDiagnostics(used, *support);
   }
 
   // The convergence numbers of each version: acked / connected / serving / rejected agents and

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <optional>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -70,6 +71,10 @@ void Distributor::ListenLoop() {
       metrics_->listener_reconnects.Increment();
       FG_LOG_INFO("config listener reconnected");
       // Notifications sent while we were away are gone: catch up from the tables.
+      {
+        absl::MutexLock lock(&mu_);
+        live_known_.clear();
+      }
       ReloadAll();
     }
     pollfd fds[2] = {{PQsocket(listen_conn_->raw()), POLLIN, 0}, {wake_fd_, POLLIN, 0}};
@@ -120,6 +125,8 @@ void Distributor::Publish(int64_t tenant_id, uint64_t version) {
   std::vector<std::shared_ptr<SnapshotSink>> targets;
   {
     absl::MutexLock lock(&mu_);
+    auto& known = live_known_[tenant_id];
+    known = std::max(known, version);
     auto it = sinks_.find(tenant_id);
     if (it == sinks_.end() || it->second.empty()) {
       // Nobody here needs it; a later Latest() loads it on demand.
@@ -176,11 +183,31 @@ void Distributor::Unregister(int64_t tenant_id, const SnapshotSink* sink) {
   if (v.empty()) sinks_.erase(it);
 }
 
+void Distributor::NoteLive(int64_t tenant_id, uint64_t version) {
+  absl::MutexLock lock(&mu_);
+  auto& known = live_known_[tenant_id];
+  known = std::max(known, version);
+}
+
 absl::StatusOr<std::shared_ptr<const PreparedSnapshot>> Distributor::Latest(int64_t tenant_id) {
-  auto live = store_->GetLive(tenant_id);
-  if (!live.ok()) return live.status();
-  if (live->version == 0) return std::shared_ptr<const PreparedSnapshot>();
-  return Load(tenant_id, live->version);
+  std::optional<uint64_t> version;
+  if (listening()) {
+    absl::MutexLock lock(&mu_);
+    if (auto it = live_known_.find(tenant_id); it != live_known_.end()) {
+      version = it->second;
+      auto cached = latest_.find(tenant_id);
+      if (cached != latest_.end() && cached->second->version == *version) return cached->second;
+    }
+  }
+  if (!version) {
+    auto live = store_->GetLive(tenant_id);
+    if (!live.ok()) return live.status();
+    version = live->version;
+    // Only while listening: a number read now is kept current by the notifications after it.
+    if (listening()) NoteLive(tenant_id, *version);
+  }
+  if (*version == 0) return std::shared_ptr<const PreparedSnapshot>();
+  return Load(tenant_id, *version);
 }
 
 void Distributor::CloseAll() {

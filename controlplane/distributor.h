@@ -57,8 +57,11 @@ class Distributor {
   void Register(int64_t tenant_id, std::shared_ptr<SnapshotSink> sink);
   void Unregister(int64_t tenant_id, const SnapshotSink* sink);
 
-  // The tenant's live version, prepared (nullptr when the tenant has no config yet). Blocking:
-  // reads the live version number from the database and loads the body unless it is cached.
+  // The tenant's live version, prepared (nullptr when the tenant has no config yet). While the
+  // LISTEN connection is up, the live version number comes from memory (every notification
+  // updates it), so an agent's Hello costs no database read once the tenant's version is
+  // prepared; otherwise, or for a tenant not seen yet, it is read from the database. Blocking
+  // in those cases.
   absl::StatusOr<std::shared_ptr<const PreparedSnapshot>> Latest(int64_t tenant_id);
 
   // Closes every registered stream (graceful shutdown).
@@ -76,6 +79,7 @@ class Distributor {
   absl::StatusOr<std::shared_ptr<const PreparedSnapshot>> Load(int64_t tenant_id,
                                                                uint64_t version);
   void ReloadAll();
+  void NoteLive(int64_t tenant_id, uint64_t version);
 
   const std::string database_url_;
   ConfigStore* const store_;
@@ -84,6 +88,10 @@ class Distributor {
   mutable absl::Mutex mu_;
   absl::flat_hash_map<int64_t, std::vector<std::shared_ptr<SnapshotSink>>> sinks_
       ABSL_GUARDED_BY(mu_);
+  // Newest live version number per tenant, as learned from notifications and database reads
+  // since the LISTEN connection was (re)established. Cleared on reconnect: notifications sent
+  // while it was down are lost.
+  absl::flat_hash_map<int64_t, uint64_t> live_known_ ABSL_GUARDED_BY(mu_);
   // Newest prepared version per tenant.
   absl::flat_hash_map<int64_t, std::shared_ptr<const PreparedSnapshot>> latest_
       ABSL_GUARDED_BY(mu_);

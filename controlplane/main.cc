@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include "absl/strings/numbers.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "controlplane/server.h"
@@ -46,6 +47,10 @@ int UsageError(const std::string& msg) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Abseil's deadlock detection (on by default in non-NDEBUG builds of the library, and Debian
+  // ships it that way) builds a lock graph on every Mutex acquisition: about 5% of the control
+  // plane's CPU with 10,000 agent streams. Lock order is documented per class instead.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   flexgate::cp::CpOptions options;
   flexgate::LogLevel level = flexgate::LogLevel::kInfo;
   if (const char* url = std::getenv("FLEXGATE_DATABASE_URL")) options.database_url = url;

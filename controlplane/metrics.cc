@@ -36,6 +36,8 @@ CpMetrics::CpMetrics()
                                "New-version notifications received from PostgreSQL")),
       listener_reconnects(NewCounter(*registry_, "flexgate_cp_listener_reconnects_total",
                                      "Reconnects of the LISTEN connection")),
+      db_event_batches(NewCounter(*registry_, "flexgate_cp_db_event_batches_total",
+                                  "Batches of agent-stream events written to PostgreSQL")),
       convergence_seconds(
           prometheus::BuildHistogram()
               .Name("flexgate_cp_convergence_seconds")

@@ -33,6 +33,8 @@ class CpMetrics {
   prometheus::Counter& stale_replies;      // Ack/Nack with a nonce that is not current
   prometheus::Counter& notifications;      // flexgate_config notifications received
   prometheus::Counter& listener_reconnects;
+  // Batched writes of agent-stream events (db_workers.h): one per drained batch.
+  prometheus::Counter& db_event_batches;
   // Commit of a version -> an agent's first ACK of it, in seconds, for ACKs this replica
   // received. An agent that connects long after a commit and ACKs then counts with that delay.
   prometheus::Histogram& convergence_seconds;

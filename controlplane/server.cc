@@ -143,7 +143,7 @@ absl::StatusOr<std::unique_ptr<CpServer>> CpServer::Start(const CpOptions& optio
   m.distributor = std::make_unique<Distributor>(options.database_url, m.store.get(), &m.metrics);
   s = m.distributor->Start();
   if (!s.ok()) return s;
-  m.workers = std::make_unique<DbWorkers>(options.db_workers);
+  m.workers = std::make_unique<DbWorkers>(m.store.get(), &m.metrics, options.db_workers);
 
   m.config_service = CreateConfigService(
       {m.store.get(), m.auth.get(), &m.metrics, m.access.get(), m.fleet.get()});
@@ -206,6 +206,9 @@ void CpServer::Shutdown() {
   m.stopped = true;
   m.shutting_down.store(true);
   FG_LOG_INFO("shutting down");
+  // One budget for the whole shutdown: RPCs and streams first, then the database writes their
+  // ends caused (batched; what does not fit is dropped and repaired by the agents' next Hello).
+  const absl::Time deadline = absl::Now() + m.options.shutdown_grace;
   if (m.grpc_server) {
     if (auto* health = m.grpc_server->GetHealthCheckService()) health->Shutdown();
     // Agent streams never end on their own: end them now so agents reconnect to another replica,
@@ -216,7 +219,11 @@ void CpServer::Shutdown() {
     m.grpc_server->Wait();
   }
   if (m.distributor) m.distributor->Stop();
-  m.workers.reset();  // Runs the queued disconnect writes first.
+  if (m.workers) {
+    // A short floor, so the disconnects of a quick shutdown are still written.
+    m.workers->Shutdown(std::max(deadline, absl::Now() + absl::Milliseconds(500)));
+    m.workers.reset();
+  }
   if (m.admin) m.admin->Stop();
   FG_LOG_INFO("stopped");
 }

@@ -3,6 +3,7 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
+#include <optional>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
@@ -56,6 +57,38 @@ StoredVersion VersionFromRow(const PgResult& r, int row) {
   v.author = r.GetString(row, 5);
   return v;
 }
+
+// PostgreSQL array literals for the batched statements' unnest($n::T[]) parameters. Every
+// element is double-quoted with '"' and '\\' escaped, so any text survives; nullopt is NULL.
+class ArrayLiteral {
+ public:
+  ArrayLiteral& Add(const std::string& v) {
+    Sep();
+    out_ += '"';
+    for (char c : v) {
+      if (c == '"' || c == '\\') out_ += '\\';
+      out_ += c;
+    }
+    out_ += '"';
+    return *this;
+  }
+  ArrayLiteral& Add(int64_t v) { return Raw(absl::StrCat(v)); }
+  ArrayLiteral& Add(uint64_t v) { return Raw(absl::StrCat(v)); }
+  ArrayLiteral& Add(bool v) { return Raw(v ? "t" : "f"); }
+  ArrayLiteral& Add(std::optional<double> v) { return Raw(v ? absl::StrCat(*v) : "NULL"); }
+  PgParam Param() const { return PgParam::Text(out_ + "}"); }
+
+ private:
+  ArrayLiteral& Raw(const std::string& v) {
+    Sep();
+    out_ += v;
+    return *this;
+  }
+  void Sep() {
+    if (out_.size() > 1) out_ += ',';
+  }
+  std::string out_ = "{";
+};
 
 }  // namespace
 
@@ -363,6 +396,190 @@ absl::Status ConfigStore::AgentDisconnected(int64_t tenant_id, const std::string
              "WHERE tenant_id = $1 AND agent_id = $2 AND session_id = $3",
              {PgParam::Int(tenant_id), PgParam::Text(agent_id), PgParam::Text(session_id)})
       .status();
+}
+
+absl::StatusOr<std::vector<uint64_t>> ConfigStore::AgentsConnected(
+    const std::vector<const AgentHelloRecord*>& hellos) {
+  std::vector<uint64_t> out(hellos.size(), 0);
+  if (hellos.empty()) return out;
+  ArrayLiteral tenant, agent, labels, version, applied, hash, session, caps, replica;
+  for (const AgentHelloRecord* h : hellos) {
+    tenant.Add(h->tenant_id);
+    agent.Add(h->agent_id);
+    labels.Add(LabelsJson(h->labels));
+    version.Add(h->agent_version);
+    applied.Add(h->applied_version);
+    hash.Add(h->applied_hash);
+    session.Add(h->session_id);
+    caps.Add(CapabilitiesJson(h->capabilities));
+    replica.Add(h->replica);
+  }
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  auto r = (*conn)->Exec(
+      "INSERT INTO agents (tenant_id, agent_id, labels, agent_version, connected, "
+      "  connected_at, last_seen, applied_version, applied_hash, session_id, capabilities, "
+      "  replica, sent_version) "
+      "SELECT t, a, l::jsonb, av, true, now(), now(), v, h, s, c::jsonb, r, 0 "
+      "FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], "
+      "  $7::text[], $8::text[], $9::text[]) AS u(t, a, l, av, v, h, s, c, r) "
+      "ON CONFLICT (tenant_id, agent_id) DO UPDATE SET labels = EXCLUDED.labels, "
+      "  agent_version = EXCLUDED.agent_version, connected = true, connected_at = now(), "
+      "  last_seen = now(), applied_version = EXCLUDED.applied_version, "
+      "  applied_hash = EXCLUDED.applied_hash, session_id = EXCLUDED.session_id, "
+      "  capabilities = EXCLUDED.capabilities, replica = EXCLUDED.replica, sent_version = 0 "
+      "RETURNING tenant_id, agent_id, COALESCE(last_nack_version, 0)",
+      {tenant.Param(), agent.Param(), labels.Param(), version.Param(), applied.Param(),
+       hash.Param(), session.Param(), caps.Param(), replica.Param()});
+  if (!r.ok()) return r.status();
+  // RETURNING order is not the input order: match rows back by key.
+  std::map<std::pair<int64_t, std::string>, uint64_t> nacks;
+  for (int i = 0; i < r->rows(); ++i) {
+    nacks[{r->GetInt64(i, 0), r->GetString(i, 1)}] = static_cast<uint64_t>(r->GetInt64(i, 2));
+  }
+  for (size_t i = 0; i < hellos.size(); ++i) {
+    auto it = nacks.find({hellos[i]->tenant_id, hellos[i]->agent_id});
+    if (it != nacks.end()) out[i] = it->second;
+  }
+  return out;
+}
+
+absl::Status ConfigStore::AgentsSent(const std::vector<const AgentSentRecord*>& sent) {
+  if (sent.empty()) return absl::OkStatus();
+  ArrayLiteral tenant, agent, version;
+  for (const AgentSentRecord* s : sent) {
+    tenant.Add(s->tenant_id);
+    agent.Add(s->agent_id);
+    version.Add(s->version);
+  }
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  return (*conn)
+      ->Exec("UPDATE agents a SET sent_version = u.v, sent_at = now() "
+             "FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS u(t, id, v) "
+             "WHERE a.tenant_id = u.t AND a.agent_id = u.id AND a.sent_version < u.v",
+             {tenant.Param(), agent.Param(), version.Param()})
+      .status();
+}
+
+absl::StatusOr<std::vector<double>> ConfigStore::AgentsAcked(
+    const std::vector<const AgentAckRecord*>& acks) {
+  std::vector<double> out;
+  if (acks.empty()) return out;
+  ArrayLiteral tenant, agent, version, hash, ms, ago, replica;
+  for (const AgentAckRecord* a : acks) {
+    tenant.Add(a->tenant_id);
+    agent.Add(a->agent_id);
+    version.Add(a->version);
+    hash.Add(a->hash);
+    ms.Add(a->apply_ms);
+    ago.Add(std::optional<double>(std::max(0.0, absl::ToDoubleSeconds(a->received_ago))));
+    replica.Add(a->replica);
+  }
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  // As AgentAcked, for many agents in one statement: the agents rows and the first-ACK rows
+  // cannot disagree, and the ACK time is receipt on the database clock.
+  auto r = (*conn)->Exec(
+      "WITH u AS ("
+      "  SELECT t, id, v, h, ms, now() - make_interval(secs => ago) AS acked_at, r "
+      "  FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], "
+      "    $5::double precision[], $6::double precision[], $7::text[]) "
+      "    AS x(t, id, v, h, ms, ago, r)), "
+      "upd AS ("
+      "  UPDATE agents a SET last_seen = now(), applied_version = u.v, applied_hash = u.h, "
+      "    applied_at = now(), apply_duration_ms = u.ms "
+      "  FROM u WHERE a.tenant_id = u.t AND a.agent_id = u.id) "
+      "INSERT INTO agent_version_acks (tenant_id, version, agent_id, acked_at, "
+      "  convergence_seconds, apply_duration_ms, replica) "
+      "SELECT u.t, u.v, u.id, u.acked_at, "
+      "  GREATEST(0, extract(epoch FROM u.acked_at - cv.created_at))::double precision, "
+      "  u.ms, u.r "
+      "FROM u JOIN config_versions cv ON cv.tenant_id = u.t AND cv.version = u.v "
+      "ON CONFLICT (tenant_id, version, agent_id) DO NOTHING "
+      "RETURNING convergence_seconds",
+      {tenant.Param(), agent.Param(), version.Param(), hash.Param(), ms.Param(), ago.Param(),
+       replica.Param()});
+  if (!r.ok()) return r.status();
+  out.reserve(r->rows());
+  for (int i = 0; i < r->rows(); ++i) {
+    double seconds = 0;
+    if (absl::SimpleAtod(r->GetString(i, 0), &seconds)) out.push_back(seconds);
+  }
+  return out;
+}
+
+absl::Status ConfigStore::AgentsHeartbeat(const std::vector<const AgentHeartbeatRecord*>& beats) {
+  if (beats.empty()) return absl::OkStatus();
+  ArrayLiteral tenant, agent, version, hash, healthy;
+  for (const AgentHeartbeatRecord* b : beats) {
+    tenant.Add(b->tenant_id);
+    agent.Add(b->agent_id);
+    version.Add(b->applied_version);
+    hash.Add(b->applied_hash);
+    healthy.Add(b->healthy);
+  }
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  return (*conn)
+      ->Exec("UPDATE agents a SET last_seen = now(), applied_version = u.v, "
+             "  applied_hash = u.h, healthy = u.ok "
+             "FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::boolean[]) "
+             "  AS u(t, id, v, h, ok) "
+             "WHERE a.tenant_id = u.t AND a.agent_id = u.id",
+             {tenant.Param(), agent.Param(), version.Param(), hash.Param(), healthy.Param()})
+      .status();
+}
+
+absl::Status ConfigStore::AgentsDisconnected(
+    const std::vector<const AgentDisconnectRecord*>& gone) {
+  if (gone.empty()) return absl::OkStatus();
+  ArrayLiteral tenant, agent, session;
+  for (const AgentDisconnectRecord* g : gone) {
+    tenant.Add(g->tenant_id);
+    agent.Add(g->agent_id);
+    session.Add(g->session_id);
+  }
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  // The session guard: a late disconnect of an old stream leaves a reconnected agent alone.
+  return (*conn)
+      ->Exec("UPDATE agents a SET connected = false, last_seen = now() "
+             "FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(t, id, s) "
+             "WHERE a.tenant_id = u.t AND a.agent_id = u.id AND a.session_id = u.s",
+             {tenant.Param(), agent.Param(), session.Param()})
+      .status();
+}
+
+absl::StatusOr<FleetFeatureSupport> ConfigStore::FeatureSupport(
+    int64_t tenant_id, const std::vector<std::string>& features) {
+  FleetFeatureSupport out;
+  if (features.empty()) return out;
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  std::string array = "{";
+  for (size_t i = 0; i < features.size(); ++i) {
+    if (i > 0) array += ',';
+    AppendJsonString(array, features[i]);  // a JSON string is a valid array-literal element
+  }
+  array += '}';
+  // Distinct capability sets first: a fleet runs a handful of agent builds, so the per-feature
+  // work is over sets, not agents.
+  auto r = (*conn)->Exec(
+      "WITH sets AS ("
+      "  SELECT capabilities, count(*) AS n FROM agents "
+      "  WHERE tenant_id = $1 AND jsonb_array_length(capabilities) > 0 GROUP BY capabilities) "
+      "SELECT f, COALESCE(sum(n) FILTER (WHERE NOT capabilities ? f), 0)::bigint, "
+      "  sum(n)::bigint "
+      "FROM unnest($2::text[]) AS f CROSS JOIN sets GROUP BY f",
+      {PgParam::Int(tenant_id), PgParam::Text(std::move(array))});
+  if (!r.ok()) return r.status();
+  for (int i = 0; i < r->rows(); ++i) {
+    out.agents = static_cast<uint32_t>(r->GetInt64(i, 2));
+    const auto lacking = static_cast<uint32_t>(r->GetInt64(i, 1));
+    if (lacking > 0) out.lacking[r->GetString(i, 0)] = lacking;
+  }
+  return out;
 }
 
 bool ConfigStore::Ping() {

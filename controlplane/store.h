@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "controlplane/auth.h"
+#include "controlplane/fleet_capabilities.h"
 #include "controlplane/pg.h"
 
 namespace flexgate::cp {
@@ -90,6 +91,26 @@ struct AgentAckRecord {
   std::string replica;
 };
 
+struct AgentSentRecord {
+  int64_t tenant_id = 0;
+  std::string agent_id;
+  uint64_t version = 0;
+};
+
+struct AgentHeartbeatRecord {
+  int64_t tenant_id = 0;
+  std::string agent_id;
+  uint64_t applied_version = 0;
+  std::string applied_hash;
+  bool healthy = true;
+};
+
+struct AgentDisconnectRecord {
+  int64_t tenant_id = 0;
+  std::string agent_id;
+  std::string session_id;
+};
+
 class ConfigStore {
  public:
   explicit ConfigStore(PgPool* pool) : pool_(pool) {}
@@ -136,6 +157,24 @@ class ConfigStore {
                            const std::string& error);
   absl::Status AgentDisconnected(int64_t tenant_id, const std::string& agent_id,
                                  const std::string& session_id);
+
+  // Batched agent stream events (DbWorkers): one statement each, with the semantics of the
+  // single-event methods above. A batch must not name the same agent twice.
+  // Returns the last NACKed version per record, in the order given.
+  absl::StatusOr<std::vector<uint64_t>> AgentsConnected(
+      const std::vector<const AgentHelloRecord*>& hellos);
+  absl::Status AgentsSent(const std::vector<const AgentSentRecord*>& sent);
+  // Returns the commit -> ACK seconds of every first ACK in the batch.
+  absl::StatusOr<std::vector<double>> AgentsAcked(const std::vector<const AgentAckRecord*>& acks);
+  absl::Status AgentsHeartbeat(const std::vector<const AgentHeartbeatRecord*>& beats);
+  absl::Status AgentsDisconnected(const std::vector<const AgentDisconnectRecord*>& gone);
+
+  // For each of `features`, how many of the tenant's known agents (connected or not: a
+  // disconnected agent receives the live version when it returns) that announced capabilities
+  // do not announce it. One query, grouped by distinct capability set, so it stays cheap with
+  // thousands of agents running a few agent versions.
+  absl::StatusOr<FleetFeatureSupport> FeatureSupport(int64_t tenant_id,
+                                                     const std::vector<std::string>& features);
 
   // True when the database answers (for /health/ready).
   bool Ping();

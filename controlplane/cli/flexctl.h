@@ -1,11 +1,11 @@
 // flexctl: the operator's and CI's command line over the FlexGate control-plane API.
 //
 //   flexctl [--server HOST:PORT] [--token KEY] [--tenant NAME] [--output table|json] CMD ...
-//     validate FILE                     offline with the shared validator; with --server, the
-//                                       ConfigService.Validate dry-run
-//     apply FILE [--base-version N] [--message TEXT]
-//     get [--version N]                 the config as YAML (table) or JSON
-//     versions [--limit N]
+//
+// Config:  validate, apply, get, versions, diff, rollback
+// Access:  keys create|list|revoke, tokens create|list|revoke, tenants create|list, audit
+// Fleet:   agents, agents get
+// `flexctl --help` lists every command and option; `flexctl CMD --help` one command's.
 //
 // FILE is YAML or JSON (common/config_loader.h); "-" reads standard input. --server and --token
 // default to $FLEXGATE_SERVER and $FLEXGATE_TOKEN. Exit status (DESIGN.md section 8): 0 success
@@ -48,15 +48,33 @@ struct Invocation {
   std::string tenant;
   OutputFormat output = OutputFormat::kTable;
   absl::Duration timeout = absl::Seconds(15);
+  bool tls = false;     // --tls, or implied by --ca-file
+  std::string ca_file;  // PEM roots for TLS; empty = the system's roots
   bool help = false;
+  // With help: the command (or command group such as "keys") to explain; empty = everything.
+  std::string help_topic;
 
-  // The command and its arguments.
+  // The command as its full name ("apply", "keys create", "agents get") and its arguments.
   std::string command;
   std::vector<std::string> args;
-  std::optional<uint64_t> base_version;  // apply
-  std::string message;                   // apply
+
+  // Command options (each command accepts only its own; see Usage()).
+  std::optional<uint64_t> base_version;  // apply, rollback
+  std::string message;                   // apply, rollback
   uint64_t version = 0;                  // get; 0 = live
-  uint32_t limit = 0;                    // versions; 0 = all
+  uint32_t limit = 0;                    // versions, audit; 0 = all
+  uint32_t page_size = 0;                // versions, audit, agents: rows per request; 0 = 1000
+  uint64_t from_version = 0;             // diff; 0 = the empty config
+  uint64_t to_version = 0;               // diff; 0 = the live version
+  std::string action;                    // audit
+  std::optional<absl::Time> since;       // audit
+  std::optional<absl::Time> until;       // audit
+  uint64_t key_id = 0;                   // audit; 0 = any
+  std::string name;                      // keys create, tokens create
+  std::string role;                      // keys create
+  bool include_revoked = false;          // keys list --all, tokens list --all
+  std::string selector;                  // agents: "k=v,k2=v2"
+  std::vector<std::string> states;       // agents: FleetAgent.State names, upper case
 };
 
 // Parses argv (without the program name). Options may appear before or after the command.
@@ -70,7 +88,10 @@ int Run(const Invocation& invocation, std::ostream& out, std::ostream& err);
 int RunFlexctl(const std::vector<std::string>& args, const Environment& env, std::ostream& out,
                std::ostream& err);
 
-// The usage text printed by --help.
+// The usage text printed by --help: every command and option.
 std::string Usage();
+
+// The help of one command ("keys create") or command group ("keys"); Usage() when unknown.
+std::string CommandUsage(const std::string& topic);
 
 }  // namespace flexgate::cli

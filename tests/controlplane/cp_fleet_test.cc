@@ -19,6 +19,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/capabilities.h"
 #include "flexgate/v1/agent.grpc.pb.h"
 #include "flexgate/v1/config_service.grpc.pb.h"
 #include "flexgate/v1/fleet_service.grpc.pb.h"
@@ -193,7 +194,9 @@ class FakeAgent {
     hello.mutable_hello()->mutable_labels()->insert({"zone", zone});
     hello.mutable_hello()->mutable_labels()->insert({"role", "edge"});
     hello.mutable_hello()->set_agent_version("9.9.9-test");
-    hello.mutable_hello()->add_capabilities("route.regex");
+    // Every feature: Validate and Apply check configs against the fleet's capabilities, and
+    // this test is about the fleet view, not about refusals.
+    for (const std::string& f : AllFeatures()) hello.mutable_hello()->add_capabilities(f);
     REQUIRE(stream_->Write(hello));
   }
   ~FakeAgent() { Close(); }
@@ -309,8 +312,8 @@ TEST_CASE("ListAgents shows in sync and pending and rejected and drifted and dis
     CHECK(a.labels().at("zone") == "a");
     CHECK(a.labels().at("role") == "edge");
     CHECK(a.agent_version() == "9.9.9-test");
-    REQUIRE(a.capabilities_size() == 1);
-    CHECK(a.capabilities(0) == "route.regex");
+    REQUIRE(a.capabilities_size() == static_cast<int>(AllFeatures().size()));
+    CHECK(a.capabilities(0) == AllFeatures()[0]);
     CHECK(a.replica() == "replica-a");
     CHECK(TimeUtil::DurationToMilliseconds(a.last_apply_duration()) == 7);
     CHECK(a.last_seen().seconds() >= absl::ToUnixSeconds(test_start) - 5);
