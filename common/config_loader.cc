@@ -270,14 +270,26 @@ std::string MessageToJson(const google::protobuf::Message& message, bool pretty)
 }
 
 namespace {
-void JsonToYamlEmit(const YAML::Node& node, YAML::Emitter& emitter) { emitter << node; }
+
+// Nodes parsed from JSON remember their flow style ({...}, [...]); operators read and diff
+// block style, so every collection is switched to it before emitting.
+void UseBlockStyle(YAML::Node node) {
+  if (node.IsMap()) {
+    node.SetStyle(YAML::EmitterStyle::Block);
+    for (auto entry : node) UseBlockStyle(entry.second);
+  } else if (node.IsSequence()) {
+    node.SetStyle(YAML::EmitterStyle::Block);
+    for (auto item : node) UseBlockStyle(item);
+  }
+}
+
 }  // namespace
 
 std::string MessageToYaml(const google::protobuf::Message& message) {
-  // JSON is YAML; re-emitting it through yaml-cpp gives block style.
   YAML::Node node = YAML::Load(MessageToJson(message, false));
+  UseBlockStyle(node);
   YAML::Emitter emitter;
-  JsonToYamlEmit(node, emitter);
+  emitter << node;
   return std::string(emitter.c_str()) + "\n";
 }
 

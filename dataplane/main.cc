@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "common/log.h"
 #include "dataplane/agent/agent.h"
 #include "dataplane/agent/agent_options.h"
@@ -19,6 +20,9 @@ int main(int argc, char** argv) {
   using flexgate::agent::Agent;
 
   flexgate::InitLogging("agent");
+  // Debian's Abseil builds a lock graph on every Mutex acquisition (deadlock detection); the
+  // agent's locks are few and ordered (control thread -> worker inboxes), so it is pure cost.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   std::vector<std::string> args(argv + 1, argv + argc);
   auto options = flexgate::agent::ParseAgentFlags(args, [](const char* name) {
     return std::getenv(name);

@@ -170,9 +170,14 @@ TEST_CASE("export round-trips through JSON and YAML", "[loader]") {
   auto from_json = flexgate::ParseConfig(flexgate::MessageToJson(*config));
   REQUIRE(from_json.ok());
   CHECK(flexgate::ConfigHash(*from_json) == flexgate::ConfigHash(*config));
-  auto from_yaml = flexgate::ParseConfig(flexgate::MessageToYaml(*config), flexgate::ConfigFormat::kYaml);
+  const std::string yaml = flexgate::MessageToYaml(*config);
+  auto from_yaml = flexgate::ParseConfig(yaml, flexgate::ConfigFormat::kYaml);
   REQUIRE(from_yaml.ok());
   CHECK(flexgate::ConfigHash(*from_yaml) == flexgate::ConfigHash(*config));
+  // Block style, one field per line, as operators read and diff it.
+  CHECK(yaml.rfind("clusters:\n", 0) == 0);
+  CHECK(yaml.find('{') == std::string::npos);
+  CHECK(yaml.find("\n  - name: ") != std::string::npos);
 }
 
 TEST_CASE("canonical hash: stable, order of keys irrelevant, content relevant", "[canonical]") {
