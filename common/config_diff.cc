@@ -9,6 +9,8 @@
 #include "absl/time/time.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/duration.pb.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/message.h"
 #include "google/protobuf/reflection.h"
 
@@ -229,6 +231,23 @@ class MessageDiffer {
   std::vector<FieldChange>* out_;
 };
 
+// True when both messages serialize to the same bytes (deterministically, so map order does not
+// matter). Reuses two thread-local buffers: this runs once per resource of both configs.
+bool SameBytes(const Message& a, const Message& b) {
+  if (a.ByteSizeLong() != b.ByteSizeLong()) return false;
+  thread_local std::string ba, bb;
+  ba.clear();
+  bb.clear();
+  {
+    google::protobuf::io::StringOutputStream sa(&ba), sb(&bb);
+    google::protobuf::io::CodedOutputStream ca(&sa), cb(&sb);
+    ca.SetSerializationDeterministic(true);
+    cb.SetSerializationDeterministic(true);
+    if (!a.SerializePartialToCodedStream(&ca) || !b.SerializePartialToCodedStream(&cb)) return false;
+  }
+  return ba == bb;
+}
+
 // Name -> index; a repeated name (invalid config) is keyed "name#2", "name#3", ... so that
 // nothing is silently dropped from the diff.
 template <typename List>
@@ -265,6 +284,11 @@ void DiffResources(const List& old_list, const List& new_list, const std::string
     }
     change.kind = ResourceChange::Kind::kChanged;
     change.old_index = it->second;
+    // Equal bytes mean equal content, and most resources of a config are untouched by a change:
+    // skipping their field-by-field walk takes the diff of a one-field change at 10,000 routes
+    // from most of Validate's time to a few milliseconds. Unequal bytes (including equal content
+    // serialized differently) still get the semantic walk, so the result is unchanged.
+    if (SameBytes(old_list.Get(it->second), new_list.Get(i))) continue;
     MessageDiffer(&change.fields).Diff(old_list.Get(it->second), new_list.Get(i), "", /*skip_name=*/true);
     if (!change.fields.empty()) out.push_back(std::move(change));
   }

@@ -330,47 +330,59 @@ class AgentSession final : public grpc::ServerBidiReactor<ByteBuffer, ByteBuffer
     ContinueReading();
   }
 
+  // A current ACK moves the stream's state; a late one (the agent applied an earlier snapshot
+  // after a newer one was sent) is only recorded for its version: ACK row, convergence sample
+  // and, if newer than what is recorded, the agent's applied version.
   void HandleAck(const flexgate::v1::Ack& ack) {
-    uint64_t version;
+    AgentStreamState<Prepared>::ReplyOutcome out;
     {
       absl::MutexLock lock(&mu_);
-      if (state_.OnAck(ack.nonce(), ack.hash()) == AgentStreamState<Prepared>::Reply::kStale) {
-        deps_.metrics->stale_replies.Increment();
-        return;
-      }
-      version = state_.sent_version();
+      out = state_.OnAck(ack.nonce(), ack.hash());
     }
+    if (out.reply == AgentStreamState<Prepared>::Reply::kStale) {
+      deps_.metrics->stale_replies.Increment();
+      return;
+    }
+    const bool late = out.reply == AgentStreamState<Prepared>::Reply::kLate;
+    if (late) deps_.metrics->late_replies.Increment();
     deps_.metrics->acks.Increment();
     AgentAckRecord rec;
     rec.tenant_id = tenant_id_;
     rec.agent_id = agent_id_;
-    rec.version = version;
-    rec.hash = ack.hash();
+    rec.version = out.version;
+    rec.hash = ack.hash().empty() ? std::move(out.hash) : ack.hash();
     if (ack.has_apply_duration()) {
       rec.apply_ms = ack.apply_duration().seconds() * 1e3 + ack.apply_duration().nanos() / 1e6;
     }
     rec.replica = deps_.replica;
+    rec.late = late;
     // The ACK's time is its receipt here, not when a database worker gets to it: under a burst
     // of thousands of ACKs the queue would otherwise inflate the convergence numbers.
     deps_.workers->Post(shard_key_, AckEvent{std::move(rec), absl::Now()});
   }
 
+  // Current or late, a NACK is recorded for the version it answers, which is never sent to this
+  // agent again; a late one leaves the pending send alone.
   void HandleNack(const flexgate::v1::Nack& nack) {
-    uint64_t version;
+    AgentStreamState<Prepared>::ReplyOutcome out;
     {
       absl::MutexLock lock(&mu_);
-      if (state_.OnNack(nack.nonce()) == AgentStreamState<Prepared>::Reply::kStale) {
-        deps_.metrics->stale_replies.Increment();
-        return;
-      }
-      version = state_.sent_version();
+      out = state_.OnNack(nack.nonce());
     }
+    if (out.reply == AgentStreamState<Prepared>::Reply::kStale) {
+      deps_.metrics->stale_replies.Increment();
+      return;
+    }
+    const bool late = out.reply == AgentStreamState<Prepared>::Reply::kLate;
+    if (late) deps_.metrics->late_replies.Increment();
     deps_.metrics->nacks.Increment();
     FG_LOG_WARN("agent rejected config", {{"tenant_id", tenant_id_},
                                           {"agent_id", agent_id_},
-                                          {"version", version},
+                                          {"version", out.version},
+                                          {"late", late},
                                           {"error", nack.error_detail()}});
-    deps_.workers->Post(shard_key_, NackEvent{tenant_id_, agent_id_, version, nack.error_detail()});
+    deps_.workers->Post(shard_key_,
+                        NackEvent{tenant_id_, agent_id_, out.version, nack.error_detail()});
   }
 
   void HandleHeartbeat(const flexgate::v1::Heartbeat& hb) {

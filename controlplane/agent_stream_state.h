@@ -5,8 +5,13 @@
 //    the pending one, and superseded versions are skipped.
 //  - Versions only move forward; an offer at or below the newest already offered is ignored
 //    (duplicate notifications, reloads after a reconnect of the listener).
-//  - Each snapshot sent carries a fresh nonce; an Ack or Nack whose nonce is not the last one
-//    sent is stale and ignored.
+//  - Each snapshot sent carries a fresh nonce; only an Ack or Nack with the last nonce sent
+//    confirms that send and moves the stream's state (what the agent serves).
+//  - A reply to one of the last kRecentSends earlier snapshots is late, not stale: the agent
+//    did apply (or reject) that version, but only after a newer one was already on its way. A
+//    late reply is reported with the version and hash it answers, once per nonce, so the caller
+//    records it (ACK time, convergence, NACK memory); it never changes what the stream believes
+//    the agent serves, because the newer snapshot may already be applied behind it.
 //  - A NACKed version is never sent to this agent again.
 //  - A version whose hash the agent already reports serving is not sent.
 //
@@ -14,7 +19,9 @@
 // production). Not thread-safe: the owner serializes calls.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <optional>
 #include <string>
 #include <utility>
@@ -33,7 +40,20 @@ class AgentStreamState {
     Payload payload;
   };
 
-  enum class Reply { kStale, kAccepted };
+  // How many earlier sends a late reply may still answer. Agents answer in order and at most a
+  // write or two behind, so a handful is plenty; the bound keeps a stream's memory fixed.
+  static constexpr size_t kRecentSends = 8;
+
+  enum class Reply {
+    kStale,     // unknown, too old or already answered nonce: ignore
+    kAccepted,  // the current nonce: the agent serves (or rejected) the last snapshot sent
+    kLate,      // an earlier send's nonce: record it for that version, change nothing else
+  };
+  struct ReplyOutcome {
+    Reply reply = Reply::kStale;
+    uint64_t version = 0;  // the version the reply answers (0 when stale)
+    std::string hash;      // the hash sent with that version
+  };
 
   // What the agent says it serves (Hello, Heartbeat).
   void SetApplied(uint64_t version, std::string hash) {
@@ -46,7 +66,7 @@ class AgentStreamState {
   }
 
   // A version is available for this agent. Returns what to write now, if anything.
-  std::optional<Send> Offer(uint64_t version, const std::string& hash, Payload payload) {
+  std::optional<Send> Offer(uint64_t version, std::string hash, Payload payload) {
     if (version == 0 || version <= offered_max_ || rejected_.contains(version)) {
       return std::nullopt;
     }
@@ -57,10 +77,11 @@ class AgentStreamState {
       return std::nullopt;
     }
     if (write_in_flight_) {
-      pending_ = Pending{version, std::move(payload)};  // Supersedes any older pending version.
+      // Supersedes any older pending version.
+      pending_ = Pending{version, std::move(hash), std::move(payload)};
       return std::nullopt;
     }
-    return StartSend(version, std::move(payload));
+    return StartSend(version, std::move(hash), std::move(payload));
   }
 
   // The last write finished (successfully or not). Returns the next write, if any.
@@ -69,23 +90,26 @@ class AgentStreamState {
     if (!pending_) return std::nullopt;
     Pending p = std::move(*pending_);
     pending_.reset();
-    return StartSend(p.version, std::move(p.payload));
+    return StartSend(p.version, std::move(p.hash), std::move(p.payload));
   }
 
-  // Ack: accepted only with the nonce of the last snapshot sent; the agent then serves that
-  // snapshot's version.
-  Reply OnAck(const std::string& nonce, const std::string& hash) {
-    if (!IsCurrent(nonce)) return Reply::kStale;
-    applied_version_ = sent_version_;
-    applied_hash_ = hash;
-    return Reply::kAccepted;
+  // Ack. With the current nonce the agent now serves that snapshot (`hash` is what it reports
+  // serving; empty = the hash sent). With an earlier send's nonce it is late (see the header).
+  ReplyOutcome OnAck(const std::string& nonce, const std::string& hash) {
+    ReplyOutcome out = Answer(nonce);
+    if (out.reply == Reply::kAccepted) {
+      applied_version_ = out.version;
+      applied_hash_ = hash.empty() ? out.hash : hash;
+    }
+    return out;
   }
 
-  // Nack: accepted only with the current nonce; that version is never sent again.
-  Reply OnNack(const std::string& nonce) {
-    if (!IsCurrent(nonce)) return Reply::kStale;
-    rejected_.insert(sent_version_);
-    return Reply::kAccepted;
+  // Nack, current or late: that version is never sent to this agent again. Neither changes
+  // what the agent serves (it stays on its previous snapshot) nor the pending send.
+  ReplyOutcome OnNack(const std::string& nonce) {
+    ReplyOutcome out = Answer(nonce);
+    if (out.reply != Reply::kStale) rejected_.insert(out.version);
+    return out;
   }
 
   bool write_in_flight() const { return write_in_flight_; }
@@ -101,25 +125,60 @@ class AgentStreamState {
  private:
   struct Pending {
     uint64_t version;
+    std::string hash;
     Payload payload;
   };
+  // A send whose nonce has not been answered yet.
+  struct Unanswered {
+    std::string nonce;
+    uint64_t version;
+    std::string hash;
+  };
 
-  Send StartSend(uint64_t version, Payload payload) {
+  Send StartSend(uint64_t version, std::string hash, Payload payload) {
     write_in_flight_ = true;
     sent_version_ = version;
+    sent_hash_ = hash;
     last_nonce_ = absl::StrCat(++nonce_counter_);
+    unanswered_.push_back(Unanswered{last_nonce_, version, std::move(hash)});
+    if (unanswered_.size() > kRecentSends) unanswered_.pop_front();
     return Send{version, last_nonce_, std::move(payload)};
   }
-  bool IsCurrent(const std::string& nonce) const {
-    return !last_nonce_.empty() && nonce == last_nonce_;
+
+  // Classifies a reply's nonce. The current nonce stays answerable (a repeated reply to it is
+  // accepted again, as before: recording is idempotent) until the next send; an earlier nonce
+  // answers once.
+  ReplyOutcome Answer(const std::string& nonce) {
+    ReplyOutcome out;
+    if (nonce.empty()) return out;
+    const bool current = nonce == last_nonce_;
+    for (auto it = unanswered_.begin(); it != unanswered_.end(); ++it) {
+      if (it->nonce != nonce) continue;
+      if (!current) {
+        out.reply = Reply::kLate;
+        out.version = it->version;
+        out.hash = std::move(it->hash);
+      }
+      unanswered_.erase(it);
+      if (!current) return out;
+      break;
+    }
+    if (current) {
+      out.reply = Reply::kAccepted;
+      out.version = sent_version_;
+      out.hash = sent_hash_;
+    }
+    return out;
   }
 
   uint64_t applied_version_ = 0;
   std::string applied_hash_;
   uint64_t offered_max_ = 0;
   uint64_t sent_version_ = 0;
+  std::string sent_hash_;
   uint64_t nonce_counter_ = 0;
   std::string last_nonce_;
+  std::deque<Unanswered> unanswered_;  // oldest first, at most kRecentSends
   bool write_in_flight_ = false;
   std::optional<Pending> pending_;
   absl::flat_hash_set<uint64_t> rejected_;

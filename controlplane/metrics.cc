@@ -32,6 +32,9 @@ CpMetrics::CpMetrics()
       nacks(NewCounter(*registry_, "flexgate_cp_nacks_total", "Snapshot NACKs from agents")),
       stale_replies(NewCounter(*registry_, "flexgate_cp_stale_replies_total",
                                "ACKs or NACKs ignored because their nonce was stale")),
+      late_replies(NewCounter(*registry_, "flexgate_cp_late_replies_total",
+                              "ACKs or NACKs of an earlier snapshot than the last one sent, "
+                              "recorded for the version they answer")),
       notifications(NewCounter(*registry_, "flexgate_cp_config_notifications_total",
                                "New-version notifications received from PostgreSQL")),
       listener_reconnects(NewCounter(*registry_, "flexgate_cp_listener_reconnects_total",

@@ -30,7 +30,9 @@ class CpMetrics {
   prometheus::Counter& snapshot_sends;
   prometheus::Counter& acks;
   prometheus::Counter& nacks;
-  prometheus::Counter& stale_replies;      // Ack/Nack with a nonce that is not current
+  prometheus::Counter& stale_replies;      // Ack/Nack with an unknown or answered nonce
+  // Ack/Nack answering an earlier send than the current one: recorded for that version.
+  prometheus::Counter& late_replies;
   prometheus::Counter& notifications;      // flexgate_config notifications received
   prometheus::Counter& listener_reconnects;
   // Batched writes of agent-stream events (db_workers.h): one per drained batch.

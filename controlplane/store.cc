@@ -342,7 +342,8 @@ absl::StatusOr<std::optional<double>> ConfigStore::AgentAcked(const AgentAckReco
   auto r = (*conn)->Exec(
       "WITH upd AS ("
       "  UPDATE agents SET last_seen = now(), applied_version = $3, applied_hash = $4, "
-      "    applied_at = now(), apply_duration_ms = $5 WHERE tenant_id = $1 AND agent_id = $2), "
+      "    applied_at = now(), apply_duration_ms = $5 WHERE tenant_id = $1 AND agent_id = $2 "
+      "    AND (NOT $8::boolean OR applied_version < $3)), "
       "t AS (SELECT now() - make_interval(secs => $6::double precision) AS acked_at) "
       "INSERT INTO agent_version_acks (tenant_id, version, agent_id, acked_at, "
       "  convergence_seconds, apply_duration_ms, replica) "
@@ -355,7 +356,7 @@ absl::StatusOr<std::optional<double>> ConfigStore::AgentAcked(const AgentAckReco
        PgParam::Text(a.hash),
        a.apply_ms ? PgParam::Text(absl::StrCat(*a.apply_ms)) : PgParam::Null(),
        PgParam::Text(absl::StrCat(std::max(0.0, absl::ToDoubleSeconds(a.received_ago)))),
-       PgParam::Text(a.replica)});
+       PgParam::Text(a.replica), PgParam::Bool(a.late)});
   if (!r.ok()) return r.status();
   if (r->rows() == 0) return std::optional<double>();
   double seconds = 0;
@@ -466,7 +467,7 @@ absl::StatusOr<std::vector<double>> ConfigStore::AgentsAcked(
     const std::vector<const AgentAckRecord*>& acks) {
   std::vector<double> out;
   if (acks.empty()) return out;
-  ArrayLiteral tenant, agent, version, hash, ms, ago, replica;
+  ArrayLiteral tenant, agent, version, hash, ms, ago, replica, late;
   for (const AgentAckRecord* a : acks) {
     tenant.Add(a->tenant_id);
     agent.Add(a->agent_id);
@@ -475,6 +476,7 @@ absl::StatusOr<std::vector<double>> ConfigStore::AgentsAcked(
     ms.Add(a->apply_ms);
     ago.Add(std::optional<double>(std::max(0.0, absl::ToDoubleSeconds(a->received_ago))));
     replica.Add(a->replica);
+    late.Add(a->late);
   }
   auto conn = pool_->Acquire();
   if (!conn.ok()) return conn.status();
@@ -482,14 +484,15 @@ absl::StatusOr<std::vector<double>> ConfigStore::AgentsAcked(
   // cannot disagree, and the ACK time is receipt on the database clock.
   auto r = (*conn)->Exec(
       "WITH u AS ("
-      "  SELECT t, id, v, h, ms, now() - make_interval(secs => ago) AS acked_at, r "
+      "  SELECT t, id, v, h, ms, now() - make_interval(secs => ago) AS acked_at, r, late "
       "  FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], "
-      "    $5::double precision[], $6::double precision[], $7::text[]) "
-      "    AS x(t, id, v, h, ms, ago, r)), "
+      "    $5::double precision[], $6::double precision[], $7::text[], $8::boolean[]) "
+      "    AS x(t, id, v, h, ms, ago, r, late)), "
       "upd AS ("
       "  UPDATE agents a SET last_seen = now(), applied_version = u.v, applied_hash = u.h, "
       "    applied_at = now(), apply_duration_ms = u.ms "
-      "  FROM u WHERE a.tenant_id = u.t AND a.agent_id = u.id) "
+      "  FROM u WHERE a.tenant_id = u.t AND a.agent_id = u.id "
+      "    AND (NOT u.late OR a.applied_version < u.v)) "
       "INSERT INTO agent_version_acks (tenant_id, version, agent_id, acked_at, "
       "  convergence_seconds, apply_duration_ms, replica) "
       "SELECT u.t, u.v, u.id, u.acked_at, "
@@ -499,7 +502,7 @@ absl::StatusOr<std::vector<double>> ConfigStore::AgentsAcked(
       "ON CONFLICT (tenant_id, version, agent_id) DO NOTHING "
       "RETURNING convergence_seconds",
       {tenant.Param(), agent.Param(), version.Param(), hash.Param(), ms.Param(), ago.Param(),
-       replica.Param()});
+       replica.Param(), late.Param()});
   if (!r.ok()) return r.status();
   out.reserve(r->rows());
   for (int i = 0; i < r->rows(); ++i) {

@@ -89,6 +89,10 @@ struct AgentAckRecord {
   // recorded ACK time is the receipt time on the database clock.
   absl::Duration received_ago;
   std::string replica;
+  // A late ACK (agent_stream_state.h): the agent applied `version` after a newer snapshot was
+  // already sent to it. It is recorded like any first ACK, but moves the agent's applied
+  // version only forward, since the newer snapshot may already be recorded as applied.
+  bool late = false;
 };
 
 struct AgentSentRecord {

@@ -461,6 +461,102 @@ TEST_CASE("An agent that stops sending is shown stale and a heartbeat brings it 
   CHECK(cp.AwaitState("quiet", State::IN_SYNC));
 }
 
+// The agent answers each snapshot only after the next one has arrived, as a busy agent does
+// when versions are applied every few milliseconds: the ACK of n then carries n's nonce, which
+// is no longer the current one. It must still count for n (acked agents, convergence), never
+// move the agent's applied version backwards, and never confirm n+1.
+TEST_CASE("Late ACKs and NACKs are recorded for the version they answer") {
+  const std::string url = FreshDatabase();
+  Cp cp(url);
+  auto versions = [&] {
+    std::map<uint64_t, v1::ConfigVersion> out;
+    v1::ListVersionsResponse r;
+    REQUIRE(cp.config->ListVersions(Cp::Ctx(kOperatorKey).get(), {}, &r).ok());
+    for (const auto& v : r.versions()) out[v.version()] = v;
+    return out;
+  };
+  auto acked = [&](uint64_t version) { return versions()[version].acked_agents(); };
+  auto metric = [&](const char* name) { return MetricValue(HttpGet(cp.admin_port, "/metrics"), name); };
+
+  cp.Apply(MakeConfig(8081));
+  FakeAgent agent(cp, "late", "a");
+  const v1::Snapshot s1 = agent.Next();
+  REQUIRE(s1.version() == 1);
+  cp.Apply(MakeConfig(8082));
+  const v1::Snapshot s2 = agent.Next();  // sent before version 1 was answered
+  REQUIRE(s2.version() == 2);
+  CHECK(s2.nonce() != s1.nonce());
+
+  // Late ACK of 1: recorded for version 1, the agent is still pending on 2.
+  agent.Ack(s1);
+  REQUIRE(WaitFor([&] { return acked(1) == 1; }, absl::Seconds(10)));
+  {
+    auto v = versions();
+    CHECK(v[2].acked_agents() == 0);
+    REQUIRE(v[1].has_convergence_p50());
+    CHECK(Seconds(v[1].convergence_max()) > 0);
+    v1::FleetAgent a = cp.Agent("late");
+    CHECK(a.state() == State::PENDING);
+    CHECK(a.applied_version() == 1);
+    CHECK(a.applied_hash() == s1.hash());
+    CHECK(a.sent_version() == 2);
+  }
+  CHECK(metric("flexgate_cp_late_replies_total") == 1);
+  CHECK(metric("flexgate_cp_convergence_seconds_count") == 1);
+  // The same nonce answers once.
+  agent.Ack(s1);
+  CHECK(WaitFor([&] { return metric("flexgate_cp_stale_replies_total") == 1; },
+                absl::Seconds(10)));
+
+  // The current ACK confirms 2.
+  agent.Ack(s2);
+  CHECK(cp.AwaitState("late", State::IN_SYNC));
+  CHECK(acked(2) == 1);
+
+  // Out of order: 4 is ACKed after 5 (the agent applied both; the stream shows only the newest
+  // nonce as current). The late ACK counts for 4 but the agent stays on 5.
+  cp.Apply(MakeConfig(8083));
+  const v1::Snapshot s3 = agent.Next();
+  agent.Ack(s3);
+  CHECK(cp.AwaitState("late", State::IN_SYNC));
+  cp.Apply(MakeConfig(8084));
+  const v1::Snapshot s4 = agent.Next();
+  cp.Apply(MakeConfig(8085));
+  const v1::Snapshot s5 = agent.Next();
+  REQUIRE(s4.version() == 4);
+  REQUIRE(s5.version() == 5);
+  agent.Ack(s5);
+  agent.Ack(s4);
+  REQUIRE(WaitFor([&] { return acked(4) == 1; }, absl::Seconds(10)));
+  CHECK(acked(5) == 1);
+  {
+    v1::FleetAgent a = cp.Agent("late");
+    CHECK(a.state() == State::IN_SYNC);
+    CHECK(a.applied_version() == 5);
+    CHECK(a.applied_hash() == s5.hash());
+  }
+
+  // A late NACK of 6 is recorded for 6 and leaves the send of 7 to be confirmed normally.
+  cp.Apply(MakeConfig(8086));
+  const v1::Snapshot s6 = agent.Next();
+  cp.Apply(MakeConfig(8087));
+  const v1::Snapshot s7 = agent.Next();
+  REQUIRE(s6.version() == 6);
+  REQUIRE(s7.version() == 7);
+  agent.Nack(s6, 5, "routes[0]: test: late rejection");
+  REQUIRE(WaitFor([&] { return versions()[6].rejected_agents() == 1; }, absl::Seconds(10)));
+  CHECK(cp.Agent("late").last_nack_version() == 6);
+  CHECK(cp.Agent("late").applied_version() == 5);
+  agent.Ack(s7);
+  CHECK(cp.AwaitState("late", State::IN_SYNC));
+  CHECK(cp.Agent("late").applied_version() == 7);
+  CHECK(acked(6) == 0);
+  CHECK(metric("flexgate_cp_late_replies_total") == 3);
+  CHECK(metric("flexgate_cp_nacks_total") == 1);
+  // One convergence sample per first ACK: 1, 2, 3, 4, 5, 7.
+  CHECK(metric("flexgate_cp_convergence_seconds_count") == 6);
+}
+
 TEST_CASE("FleetService keeps tenants apart and viewers may read") {
   const std::string url = FreshDatabase();
   Cp cp(url);

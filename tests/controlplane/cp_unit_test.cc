@@ -4,7 +4,9 @@
 
 #include <map>
 #include <string>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/canonical.h"
 #include "controlplane/agent_stream_state.h"
 #include "controlplane/auth.h"
@@ -89,21 +91,103 @@ TEST_CASE("Stream state sends only the newest version pending behind a write") {
   CHECK_FALSE(s.Offer(4, "h4", 4).has_value());
 }
 
-TEST_CASE("Stream state ignores replies with a stale nonce") {
+TEST_CASE("Stream state ignores replies with an unknown nonce") {
+  State s;
+  auto v1 = s.Offer(1, "h1", 1);
+  REQUIRE(v1.has_value());
+  CHECK(s.OnAck("bogus", "h1").reply == State::Reply::kStale);
+  CHECK(s.OnAck("", "h1").reply == State::Reply::kStale);
+  CHECK(s.OnNack("bogus").reply == State::Reply::kStale);
+  CHECK(s.applied_version() == 0);
+  CHECK_FALSE(s.IsRejected(1));
+  auto ack = s.OnAck(v1->nonce, "h1");
+  CHECK(ack.reply == State::Reply::kAccepted);
+  CHECK(ack.version == 1);
+  CHECK(s.applied_version() == 1);
+  CHECK(s.applied_hash() == "h1");
+}
+
+TEST_CASE("Stream state records a late ACK without confirming the newer send") {
   State s;
   auto v1 = s.Offer(1, "h1", 1);
   s.WriteDone();
-  auto v2 = s.Offer(2, "h2", 2);
-  s.WriteDone();
+  auto v2 = s.Offer(2, "h2", 2);  // sent before the agent answered version 1
   REQUIRE(v1.has_value());
   REQUIRE(v2.has_value());
-  CHECK(s.OnAck(v1->nonce, "h1") == State::Reply::kStale);
-  CHECK(s.OnNack(v1->nonce) == State::Reply::kStale);
-  CHECK(s.OnAck("bogus", "h2") == State::Reply::kStale);
+  CHECK(s.write_in_flight());
+
+  // The agent ACKs version 1 after version 2 was sent: recorded for version 1 with its hash...
+  auto late = s.OnAck(v1->nonce, "");
+  CHECK(late.reply == State::Reply::kLate);
+  CHECK(late.version == 1);
+  CHECK(late.hash == "h1");
+  // ...but the stream's state does not move: version 2 is still unconfirmed.
   CHECK(s.applied_version() == 0);
-  CHECK(s.OnAck(v2->nonce, "h2") == State::Reply::kAccepted);
+  CHECK(s.applied_hash().empty());
+  CHECK(s.sent_version() == 2);
+  CHECK(s.write_in_flight());
+  // A nonce answers once: a repeated late ACK is stale.
+  CHECK(s.OnAck(v1->nonce, "h1").reply == State::Reply::kStale);
+
+  // Only the current nonce confirms version 2.
+  s.WriteDone();
+  auto ack = s.OnAck(v2->nonce, "h2");
+  CHECK(ack.reply == State::Reply::kAccepted);
+  CHECK(ack.version == 2);
   CHECK(s.applied_version() == 2);
   CHECK(s.applied_hash() == "h2");
+}
+
+TEST_CASE("Stream state records a late NACK without disturbing the pending send") {
+  State s;
+  s.SetApplied(1, "h1");
+  auto v2 = s.Offer(2, "h2", 2);
+  s.WriteDone();
+  auto v3 = s.Offer(3, "h3", 3);
+  REQUIRE(v2.has_value());
+  REQUIRE(v3.has_value());
+  CHECK_FALSE(s.Offer(4, "h4", 4).has_value());  // pending behind the write of 3
+  auto late = s.OnNack(v2->nonce);
+  CHECK(late.reply == State::Reply::kLate);
+  CHECK(late.version == 2);
+  CHECK(s.IsRejected(2));
+  CHECK_FALSE(s.IsRejected(3));
+  CHECK(s.applied_version() == 1);  // the agent stays on what it served
+  CHECK(s.pending_version() == 4u);
+  CHECK(s.OnNack(v2->nonce).reply == State::Reply::kStale);
+  auto next = s.WriteDone();
+  REQUIRE(next.has_value());
+  CHECK(next->version == 4);
+  // The answer to 3 is now late too; the current nonce is 4's.
+  CHECK(s.OnAck(v3->nonce, "h3").reply == State::Reply::kLate);
+  CHECK(s.applied_version() == 1);
+  CHECK(s.OnAck(next->nonce, "h4").reply == State::Reply::kAccepted);
+  CHECK(s.applied_version() == 4);
+}
+
+TEST_CASE("Stream state remembers only the last few sends for late replies") {
+  State s;
+  std::vector<std::string> nonces;
+  for (uint64_t v = 1; v <= State::kRecentSends + 2; ++v) {
+    auto send = s.Offer(v, absl::StrCat("h", v), static_cast<int>(v));
+    REQUIRE(send.has_value());
+    nonces.push_back(send->nonce);
+    s.WriteDone();
+  }
+  // The two oldest sends fell out of the bounded memory: their replies are stale.
+  CHECK(s.OnAck(nonces[0], "h1").reply == State::Reply::kStale);
+  CHECK(s.OnAck(nonces[1], "h2").reply == State::Reply::kStale);
+  auto late = s.OnAck(nonces[2], "");
+  CHECK(late.reply == State::Reply::kLate);
+  CHECK(late.version == 3);
+  CHECK(late.hash == "h3");
+  // An answered current nonce becomes stale once a newer snapshot is sent.
+  auto cur = s.OnAck(nonces.back(), "");
+  CHECK(cur.reply == State::Reply::kAccepted);
+  CHECK(s.applied_hash() == absl::StrCat("h", State::kRecentSends + 2));
+  auto newer = s.Offer(State::kRecentSends + 3, "hn", 0);
+  REQUIRE(newer.has_value());
+  CHECK(s.OnAck(nonces.back(), "").reply == State::Reply::kStale);
 }
 
 TEST_CASE("Stream state never sends a NACKed version again") {
@@ -112,7 +196,7 @@ TEST_CASE("Stream state never sends a NACKed version again") {
   auto v2 = s.Offer(2, "h2", 2);
   REQUIRE(v2.has_value());
   s.WriteDone();
-  CHECK(s.OnNack(v2->nonce) == State::Reply::kAccepted);
+  CHECK(s.OnNack(v2->nonce).reply == State::Reply::kAccepted);
   CHECK(s.IsRejected(2));
   CHECK(s.applied_version() == 1);  // the agent stays on its previous version
   CHECK_FALSE(s.Offer(2, "h2", 2).has_value());
