@@ -1,12 +1,14 @@
 #include "dataplane/agent/agent.h"
 
 #include <optional>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "common/admin_server.h"
 #include "common/canonical.h"
 #include "common/config_loader.h"
 #include "common/log.h"
+#include "common/tls/tls.h"
 #include "common/validator.h"
 #include "dataplane/agent/agent_admin.h"
 #include "dataplane/agent/control_plane_client.h"
@@ -22,10 +24,17 @@
 namespace flexgate::agent {
 namespace {
 
-ValidationOptions AgentValidation() {
+// What this agent enforces: everything the build supports minus what a test disabled.
+std::set<std::string> EnabledCapabilities(const AgentOptions& options) {
+  std::set<std::string> caps = AgentCapabilities();
+  for (const std::string& name : options.disabled_capabilities) caps.erase(name);
+  return caps;
+}
+
+ValidationOptions AgentValidation(const AgentOptions& options) {
   ValidationOptions v;
   v.check_capabilities = true;
-  v.capabilities = AgentCapabilities();
+  v.capabilities = EnabledCapabilities(options);
   return v;
 }
 
@@ -85,6 +94,22 @@ class AgentImpl final : public Agent {
     // 2. Workers. They answer 503 until the first table arrives.
     dataplane::ProxyServerOptions proxy_options;
     proxy_options.listen_addresses = options_.listen_addresses;
+    // Listener certificates are read here, once, before any worker runs.
+    for (size_t i = 0; i < options_.listener_tls.size(); ++i) {
+      if (options_.listener_tls[i].empty()) {
+        proxy_options.listen_tls.push_back(nullptr);
+        continue;
+      }
+      tls::TlsServerOptions topts;
+      topts.certificates = options_.listener_tls[i];
+      auto ctx = tls::TlsServerContext::Create(std::move(topts));
+      if (!ctx.ok()) {
+        return absl::Status(ctx.status().code(),
+                            absl::StrCat("listener ", options_.listen_addresses[i], ": TLS: ",
+                                         ctx.status().message()));
+      }
+      proxy_options.listen_tls.push_back(*std::move(ctx));
+    }
     proxy_options.workers = options_.workers;
     proxy_options.limits = options_.limits;
     auto proxy = dataplane::ProxyServer::Create(proxy_options);
@@ -92,7 +117,8 @@ class AgentImpl final : public Agent {
     proxy_ = *std::move(proxy);
     if (absl::Status s = proxy_->Start(); !s.ok()) return s;
     publisher_ = NewProxyRoutePublisher(proxy_.get());
-    applier_ = std::make_unique<SnapshotApplier>(publisher_.get(), &state_, AgentValidation());
+    applier_ =
+        std::make_unique<SnapshotApplier>(publisher_.get(), &state_, AgentValidation(options_));
 
     // 3. Admin: up before the first snapshot so /health/live answers and /health/ready says 503.
     auto admin = AdminServer::Create(options_.admin_address);
@@ -120,7 +146,7 @@ class AgentImpl final : public Agent {
     cp.connection = options_.control_plane;
     cp.labels = options_.labels;
     cp.agent_version = AgentVersion();
-    cp.capabilities = AgentCapabilities();
+    cp.capabilities = EnabledCapabilities(options_);
     auto client = ControlPlaneClient::Create(std::move(cp), applier_.get(), cache_.get(), &state_);
     if (!client.ok()) return client.status();
     client_ = *std::move(client);
@@ -134,7 +160,8 @@ class AgentImpl final : public Agent {
       return absl::InvalidArgumentError(
           absl::StrCat("--config ", options_.config_file, ": ", config.status().message()));
     }
-    std::vector<flexgate::v1::Diagnostic> diagnostics = ValidateConfig(*config, AgentValidation());
+    std::vector<flexgate::v1::Diagnostic> diagnostics =
+        ValidateConfig(*config, AgentValidation(options_));
     if (!IsValid(diagnostics)) {
       return absl::InvalidArgumentError(absl::StrCat("--config ", options_.config_file,
                                                      " is invalid:\n",

@@ -104,6 +104,36 @@ class AgentMetricsCollector final : public prometheus::Collectable {
       out.push_back(Single("flexgate_route_table_swaps_total",
                            "Route tables swapped in, summed over workers.", C,
                            s.route_table_swaps));
+      out.push_back(Single("flexgate_upstream_per_try_timeouts_total",
+                           "Upstream attempts cut by a retry policy's per-try timeout.", C,
+                           s.upstream_per_try_timeouts));
+      out.push_back(Single("flexgate_retry_budget_exhausted_total",
+                           "Retries refused because the retry budget was spent.", C,
+                           s.retry_budget_exhausted));
+      out.push_back(Single("flexgate_outlier_ejections_total",
+                           "Upstream endpoints ejected by passive outlier detection.", C,
+                           s.outlier_ejections));
+      out.push_back(Single("flexgate_circuit_breaker_rejections_total",
+                           "Requests answered 503 by a circuit breaker.", C,
+                           s.circuit_breaker_rejections));
+      out.push_back(Single("flexgate_upgrades_total", "Protocol upgrades (websocket) tunnelled.",
+                           C, s.upgrades_total));
+      out.push_back(Single("flexgate_upgrades_active", "Upgraded tunnels open now.", G,
+                           s.upgrades_active));
+      out.push_back(Single("flexgate_health_checks_total", "Active health check probes sent.", C,
+                           s.health_checks_total));
+      out.push_back(Single("flexgate_health_check_failures_total",
+                           "Active health check probes that failed.", C,
+                           s.health_check_failures));
+      out.push_back(Single("flexgate_downstream_tls_handshakes_total",
+                           "Client TLS handshakes completed.", C, s.downstream_tls_handshakes));
+      out.push_back(Single("flexgate_downstream_tls_handshake_failures_total",
+                           "Client TLS handshakes that failed (including plain HTTP sent to a "
+                           "TLS listener).",
+                           C, s.downstream_tls_handshake_failures));
+      out.push_back(Single("flexgate_upstream_tls_failures_total",
+                           "Upstream TLS failures, certificate verification included.", C,
+                           s.upstream_tls_failures));
     }
 
     std::shared_ptr<const ServedSnapshot> served = state_->served();
@@ -199,6 +229,17 @@ AdminResponse Stats(const AgentState& state, const ProxyStatsFn& stats) {
     line("upstream_retries", s.upstream_retries);
     line("bad_requests", s.bad_requests);
     line("route_table_swaps", s.route_table_swaps);
+    line("upstream_per_try_timeouts", s.upstream_per_try_timeouts);
+    line("retry_budget_exhausted", s.retry_budget_exhausted);
+    line("outlier_ejections", s.outlier_ejections);
+    line("circuit_breaker_rejections", s.circuit_breaker_rejections);
+    line("upgrades_total", s.upgrades_total);
+    line("upgrades_active", s.upgrades_active);
+    line("health_checks_total", s.health_checks_total);
+    line("health_check_failures", s.health_check_failures);
+    line("downstream_tls_handshakes", s.downstream_tls_handshakes);
+    line("downstream_tls_handshake_failures", s.downstream_tls_handshake_failures);
+    line("upstream_tls_failures", s.upstream_tls_failures);
   }
   std::shared_ptr<const ServedSnapshot> served = state.served();
   line("agent.ready", state.ready() ? 1 : 0);

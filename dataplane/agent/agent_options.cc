@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/capabilities.h"
 #include "common/config_loader.h"
 #include "flexgate/v1/bootstrap.pb.h"
 
@@ -49,12 +50,17 @@ absl::StatusOr<LogLevel> ParseLogLevel(const std::string& text) {
 // Copies the bootstrap file into options. Flags applied afterwards override these values.
 absl::Status ApplyBootstrap(const flexgate::v1::Bootstrap& b, AgentOptions* o) {
   for (const auto& l : b.listeners()) {
-    if (!l.tls().certificates().empty()) {
-      // Serving plaintext where the operator asked for TLS would be worse than refusing to start.
-      return Bad(absl::StrCat("bootstrap: listener \"", l.name(),
-                              "\" asks for TLS, which this agent build does not serve yet"));
+    std::vector<tls::CertificateSpec> certs;
+    for (const auto& c : l.tls().certificates()) {
+      if (c.cert_file().empty() || c.key_file().empty()) {
+        return Bad(absl::StrCat("bootstrap: listener \"", l.name(),
+                                "\": every TLS certificate needs cert_file and key_file"));
+      }
+      certs.push_back({{c.server_names().begin(), c.server_names().end()}, c.cert_file(),
+                       c.key_file()});
     }
     o->listen_addresses.push_back(l.address());
+    o->listener_tls.push_back(std::move(certs));
   }
   if (!b.admin_address().empty()) o->admin_address = b.admin_address();
   const auto& cp = b.control_plane();
@@ -89,7 +95,7 @@ const char* const kValueFlags[] = {
     "--agent-id",        "--bootstrap",        "--cp-ca-file",     "--cp-cert-file",
     "--cp-key-file",     "--cp-server-name",   "--drain-timeout",  "--log-level",
     "--heartbeat-interval", "--reconnect-max-backoff", "--max-header-bytes",
-    "--max-body-bytes",
+    "--max-body-bytes",     "--disable-capability",
 };
 const char* const kBoolFlags[] = {"--cp-tls", "--help", "-h", "--version"};
 
@@ -182,7 +188,10 @@ absl::StatusOr<AgentOptions> ParseAgentFlags(const std::vector<std::string>& arg
     } else if (name == "--config") {
       o.config_file = value;
     } else if (name == "--listen") {
-      if (!listen_from_flags) o.listen_addresses.clear();
+      if (!listen_from_flags) {
+        o.listen_addresses.clear();
+        o.listener_tls.clear();  // flags describe plain listeners only
+      }
       listen_from_flags = true;
       o.listen_addresses.push_back(value);
     } else if (name == "--admin") {
@@ -241,6 +250,12 @@ absl::StatusOr<AgentOptions> ParseAgentFlags(const std::vector<std::string>& arg
         return Bad(absl::StrCat("--max-body-bytes: \"", value, "\" is not a number (0 = no limit)"));
       }
       o.limits.max_body_bytes = n;
+    } else if (name == "--disable-capability") {
+      // Hidden (not in --help): narrows the agent's capabilities for tests of the NACK path.
+      if (!IsKnownFeature(value)) {
+        return Bad(absl::StrCat("--disable-capability: \"", value, "\" is not a known feature"));
+      }
+      o.disabled_capabilities.insert(value);
     } else if (name == "--log-level") {
       auto level = ParseLogLevel(value);
       if (!level.ok()) return level.status();

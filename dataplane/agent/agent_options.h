@@ -6,12 +6,14 @@
 
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/log.h"
+#include "common/tls/tls.h"
 #include "dataplane/proxy/proxy_server.h"
 
 namespace flexgate::agent {
@@ -37,6 +39,9 @@ struct ControlPlaneOptions {
 
 struct AgentOptions {
   std::vector<std::string> listen_addresses;  // "host:port" each
+  // TLS certificates per listen address, by index (an empty or missing entry = plain HTTP).
+  // Filled from the bootstrap's listeners; --listen flags replace the listeners and clear it.
+  std::vector<std::vector<tls::CertificateSpec>> listener_tls;
   std::string admin_address;
   int workers = 0;  // resolved: never 0 after parsing
   std::string config_file;  // static mode when set
@@ -47,6 +52,11 @@ struct AgentOptions {
   dataplane::ProxyLimits limits;
   absl::Duration drain_timeout = absl::Seconds(15);
   LogLevel log_level = LogLevel::kInfo;
+  // Features this agent claims NOT to enforce (names from common/capabilities.h), removed from
+  // its Hello capabilities and from the capability check before each apply. For tests only:
+  // the hidden flag --disable-capability NAME (repeatable) lets an integration test make a real
+  // agent reject a config the control plane accepts, to exercise the NACK path end to end.
+  std::set<std::string> disabled_capabilities;
 
   // Informational requests: print and exit 0.
   bool show_help = false;

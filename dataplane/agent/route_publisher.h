@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "flexgate/v1/config.pb.h"
 
 namespace flexgate::dataplane {
@@ -29,7 +30,11 @@ class RoutePublisher {
 };
 
 // Publishes through CompileRouteTable and ProxyServer::UpdateRouteTable. `proxy` must outlive
-// the publisher.
-std::unique_ptr<RoutePublisher> NewProxyRoutePublisher(dataplane::ProxyServer* proxy);
+// the publisher. While the last published config has host-name endpoints, a background thread
+// re-resolves them every `refresh` (every `retry_unresolved` while one does not resolve) and
+// republishes the same version when an address changed.
+std::unique_ptr<RoutePublisher> NewProxyRoutePublisher(
+    dataplane::ProxyServer* proxy, absl::Duration refresh = absl::Seconds(30),
+    absl::Duration retry_unresolved = absl::Seconds(5));
 
 }  // namespace flexgate::agent

@@ -101,11 +101,19 @@ DownstreamConn::DownstreamConn(Worker* worker) : Conn(worker) {
   max_body_ = worker->limits().max_body_bytes;
 }
 
-void DownstreamConn::Start() {
+void DownstreamConn::Start(const tls::TlsServerContext* tls) {
   started_ = true;
   WorkerStats& st = worker_->mutable_stats();
   WorkerStats::Add(st.downstream_connections_total);
   WorkerStats::Add(st.downstream_connections_active);
+  if (tls != nullptr) {
+    auto session = tls->NewSession();
+    if (!session.ok()) {
+      Close();
+      return;
+    }
+    tls_ = *std::move(session);
+  }
   uv_tcp_nodelay(&tcp_, 1);
   sockaddr_storage peer{};
   int len = sizeof(peer);
@@ -119,8 +127,28 @@ void DownstreamConn::Start() {
     client_ip_ = text;
   }
   UpdateReading();
-  // The first request head must arrive within the header timeout.
+  // The first request head must arrive within the header timeout. On a TLS listener the
+  // handshake runs inside that same budget: a client that never finishes it is closed then.
   StartTimer(ToMs(worker_->limits().header_timeout), OnTimer);
+}
+
+void DownstreamConn::OnTlsHandshakeDone() {
+  WorkerStats::Add(worker_->mutable_stats().downstream_tls_handshakes);
+}
+
+void DownstreamConn::OnTlsError(const absl::Status&) {
+  // A client that does not speak TLS (plain HTTP to a TLS port), offers nothing acceptable, or
+  // sends a corrupt record. There is no way to answer it in HTTP: the alert (already flushed)
+  // is the answer, then the connection closes. Counted, not logged, so that scanners cannot
+  // flood the log.
+  if (!tls_->handshake_done()) {
+    WorkerStats::Add(worker_->mutable_stats().downstream_tls_handshake_failures);
+  }
+  if (write_queue_size() > 0) {
+    CloseAfterFlush();
+  } else {
+    Close();
+  }
 }
 
 void DownstreamConn::BeginDrain() {
@@ -148,6 +176,15 @@ void DownstreamConn::UpdateReading() {
 
 void DownstreamConn::OnRead(ssize_t nread, const uv_buf_t* buf) {
   if (closing_ || nread == 0) return;
+  if (tls_ != nullptr) {
+    ReadTls(nread, buf);
+    return;
+  }
+  OnData(nread, buf->base);
+}
+
+void DownstreamConn::OnData(ssize_t nread, const char* data) {
+  if (closing_ || shutdown_started_) return;
   if (tunnel_) {
     if (nread < 0) {
       reading_ = false;
@@ -171,7 +208,7 @@ void DownstreamConn::OnRead(ssize_t nread, const uv_buf_t* buf) {
     }
     WorkerStats::Add(worker_->mutable_stats().bytes_received, static_cast<uint64_t>(nread));
     if (up_ == nullptr) return;
-    up_->Write(std::string_view(buf->base, static_cast<size_t>(nread)));
+    up_->Write(std::string_view(data, static_cast<size_t>(nread)));
     if (up_->write_queue_size() > kHighWatermark && !read_blocked_) {
       read_blocked_ = true;
       UpdateReading();
@@ -193,11 +230,11 @@ void DownstreamConn::OnRead(ssize_t nread, const uv_buf_t* buf) {
   WorkerStats::Add(worker_->mutable_stats().bytes_received, static_cast<uint64_t>(nread));
   if (!pending_in_.empty() || (phase_ == Phase::kActive && request_done_)) {
     // A pipelined request behind one still being answered: keep it for later.
-    pending_in_.append(buf->base, static_cast<size_t>(nread));
+    pending_in_.append(data, static_cast<size_t>(nread));
     UpdateReading();
     return;
   }
-  Process(buf->base, static_cast<size_t>(nread));
+  Process(data, static_cast<size_t>(nread));
 }
 
 void DownstreamConn::Process(const char* data, size_t len) {
@@ -489,7 +526,10 @@ int DownstreamConn::Dispatch() {
     case CompiledRoute::ActionKind::kRedirect: {
       const auto& r = route_->redirect;
       std::string location = "location: ";
-      absl::StrAppend(&location, r.scheme().empty() ? "http" : r.scheme(), "://");
+      // Without a configured scheme the redirect keeps the request's own.
+      absl::StrAppend(&location,
+                      r.scheme().empty() ? (tls_ != nullptr ? "https" : "http") : r.scheme(),
+                      "://");
       if (r.host().empty()) {
         std::string_view h = rr.host;
         location.append(h.data(), h.size());
@@ -629,7 +669,7 @@ void DownstreamConn::BuildUpstreamHead(const CompiledCluster& cluster) {
     h.append(", ");
   }
   h.append(client_ip_);
-  h.append("\r\nx-forwarded-proto: http\r\n");
+  h.append(tls_ != nullptr ? "\r\nx-forwarded-proto: https\r\n" : "\r\nx-forwarded-proto: http\r\n");
   std::string_view host = HeaderValue("host");
   if (!host.empty()) {
     h.append("x-forwarded-host: ");
@@ -740,7 +780,13 @@ bool DownstreamConn::StartUpstream(bool is_retry, bool fresh, std::string_view* 
     WorkerStats::Add(worker_->mutable_stats().upstream_connect_failures);
     up->Close();
     RecordOutcome(e, 0, true);
-    *why = "upstream connect error: cannot start a connection\n";
+    if (cl.endpoints[e].addr_len == 0) {
+      last_error_ = absl::StrCat("upstream endpoint ", cl.endpoints[e].key,
+                                 " has no address: ", cl.endpoints[e].resolve_error, "\n");
+      *why = last_error_;
+    } else {
+      *why = "upstream connect error: cannot start a connection\n";
+    }
     return false;
   }
   up_ = up;
@@ -1131,6 +1177,8 @@ void DownstreamConn::CloseAfterFlush() {
     up_ = nullptr;
     u->Abandon();
   }
+  // close_notify goes out after the last response bytes and before the FIN.
+  if (tls_ != nullptr) SendCloseNotify();
   auto* req = new uv_shutdown_t;
   req->data = this;
   int rc = uv_shutdown(req, stream(), [](uv_shutdown_t* r, int) {

@@ -102,7 +102,10 @@ class ProxyServerImpl final : public ProxyServer {
       workers.push_back(std::move(w));
     }
     std::vector<uint16_t> ports;
-    for (const std::string& address : options_.listen_addresses) {
+    for (size_t li = 0; li < options_.listen_addresses.size(); ++li) {
+      const std::string& address = options_.listen_addresses[li];
+      std::shared_ptr<const tls::TlsServerContext> tls =
+          li < options_.listen_tls.size() ? options_.listen_tls[li] : nullptr;
       sockaddr_storage addr;
       socklen_t len;
       absl::Status s = ParseListenAddress(address, &addr, &len);
@@ -123,7 +126,7 @@ class ProxyServerImpl final : public ProxyServer {
                               absl::StrCat("listen ", address, ": ", fd.status().message()));
         }
         if (port == 0) port = BoundPort(*fd);
-        s = w->AddListener(*fd);
+        s = w->AddListener(*fd, tls);
         if (!s.ok()) return s;
       }
       ports.push_back(port);
@@ -235,6 +238,9 @@ absl::StatusOr<std::unique_ptr<ProxyServer>> ProxyServer::Create(ProxyServerOpti
   }
   if (options.listen_addresses.empty()) {
     return absl::InvalidArgumentError("at least one listen address is required");
+  }
+  if (options.listen_tls.size() > options.listen_addresses.size()) {
+    return absl::InvalidArgumentError("more listener TLS settings than listen addresses");
   }
   for (const auto& a : options.listen_addresses) {
     sockaddr_storage addr;

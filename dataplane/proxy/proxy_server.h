@@ -16,6 +16,10 @@
 #include "absl/time/time.h"
 #include "dataplane/proxy/route_table.h"
 
+namespace flexgate::tls {
+class TlsServerContext;
+}
+
 namespace flexgate::dataplane {
 
 struct ProxyLimits {
@@ -30,6 +34,10 @@ struct ProxyLimits {
 struct ProxyServerOptions {
   // "host:port" each; port 0 picks a free port (the same one on every worker).
   std::vector<std::string> listen_addresses;
+  // TLS per listen address, by index: listen_tls[i] serves listen_addresses[i]. A missing or
+  // null entry means plain HTTP. Contexts are built by the caller off the worker loops (they
+  // read certificate files) and shared, immutable, by every worker.
+  std::vector<std::shared_ptr<const tls::TlsServerContext>> listen_tls;
   int workers = 1;
   ProxyLimits limits;
 };
@@ -58,6 +66,9 @@ struct ProxyStats {
   uint64_t upgrades_active = 0;             // tunnels open now
   uint64_t health_checks_total = 0;         // active health check probes sent
   uint64_t health_check_failures = 0;       // probes that failed (error, timeout, bad status)
+  uint64_t downstream_tls_handshakes = 0;         // client TLS handshakes completed
+  uint64_t downstream_tls_handshake_failures = 0; // client TLS handshakes that failed
+  uint64_t upstream_tls_failures = 0;  // upstream TLS handshakes that failed (incl. verification)
 };
 
 class ProxyServer {

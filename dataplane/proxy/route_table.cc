@@ -12,6 +12,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/tls/tls.h"
 #include "re2/re2.h"
 
 namespace flexgate::dataplane {
@@ -65,9 +66,17 @@ absl::Status ResolveEndpoint(const flexgate::v1::Endpoint& ep, CompiledEndpoint*
     hints.ai_socktype = SOCK_STREAM;
     addrinfo* res = nullptr;
     int rc = getaddrinfo(addr.c_str(), nullptr, &hints, &res);
+    out->from_hostname = true;
+    out->weight = ep.weight() == 0 ? 1 : ep.weight();
     if (rc != 0 || res == nullptr) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("cannot resolve endpoint address \"", addr, "\": ", gai_strerror(rc)));
+      // A name that does not resolve now is not a broken config: the table still compiles (a
+      // cached config must load while DNS is down), the endpoint has no address, the balancer
+      // skips it, and the publisher re-resolves in the background (see route_publisher).
+      if (res != nullptr) freeaddrinfo(res);
+      out->addr_len = 0;
+      out->key = absl::StrCat("unresolved:", addr, ":", port);
+      out->resolve_error = gai_strerror(rc);
+      return absl::OkStatus();
     }
     std::memcpy(&out->addr, res->ai_addr, res->ai_addrlen);
     out->addr_len = res->ai_addrlen;
@@ -347,6 +356,33 @@ absl::StatusOr<std::shared_ptr<const RouteTable>> CompileRouteTable(const Config
                        ? flexgate::v1::Cluster::ROUND_ROBIN
                        : c.lb_policy();
     cc.rr_schedule = BuildSchedule(cc.endpoints);
+    for (int j = 0; j < c.endpoints_size(); ++j) cc.endpoints[j].pool_key = cc.endpoints[j].key;
+    if (c.tls().enabled()) {
+      tls::TlsClientOptions topts;
+      topts.ca_file = c.tls().ca_file();
+      topts.verify_peer = !c.tls().insecure_skip_verify();
+      auto ctx = tls::TlsClientContext::Create(std::move(topts));
+      if (!ctx.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ".tls: ", ctx.status().message()));
+      }
+      cc.tls = *std::move(ctx);
+      // The context's address tells pooled connections of different TLS settings apart; a
+      // pooled session keeps its context alive, so the address cannot be reused meanwhile.
+      std::string tag = absl::StrCat("|tls|", reinterpret_cast<uintptr_t>(cc.tls.get()), "|");
+      for (int j = 0; j < c.endpoints_size(); ++j) {
+        CompiledEndpoint& ep = cc.endpoints[j];
+        std::string name = c.tls().sni();
+        if (name.empty()) {
+          name = c.endpoints(j).address();
+          if (name.size() > 2 && name.front() == '[' && name.back() == ']') {
+            name = name.substr(1, name.size() - 2);
+          }
+        }
+        ep.tls_server_name = name;
+        ep.pool_key = absl::StrCat(ep.key, tag, name);
+      }
+    }
     if (cc.lb_policy == flexgate::v1::Cluster::CONSISTENT_HASH) {
       if (c.hash_on().key_case() == flexgate::v1::Cluster::HashOn::kHeader) {
         cc.hash_header = absl::AsciiStrToLower(c.hash_on().header());

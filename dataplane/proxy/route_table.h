@@ -30,6 +30,10 @@ namespace re2 {
 class RE2;
 }
 
+namespace flexgate::tls {
+class TlsClientContext;
+}
+
 namespace flexgate::dataplane {
 
 class RouteTable;
@@ -44,11 +48,25 @@ absl::StatusOr<std::shared_ptr<const RouteTable>> CompileRouteTable(
 // One upstream endpoint, resolved to a socket address at compile time.
 struct CompiledEndpoint {
   sockaddr_storage addr{};
+  // 0 when the endpoint is a host name that did not resolve at compile time: it has no address,
+  // the balancer skips it, and picking it anyway (every endpoint unusable) answers 503.
   socklen_t addr_len = 0;
+  // True when the configured address is a host name (resolved at compile time, re-resolved by
+  // the publisher in the background).
+  bool from_hostname = false;
+  // Why resolution failed (empty when resolved).
+  std::string resolve_error;
   // "ip:port" ("[v6]:port" for IPv6): the key of the per-worker connection pool, so pooled
   // connections survive table swaps that keep the endpoint.
   std::string key;
   uint32_t weight = 1;
+  // The idle-pool key: `key` for plain clusters; for TLS clusters it also names the server name
+  // and the cluster's TLS context, so a pooled connection is only reused with the same
+  // verification settings (a config that changes them starts new connections).
+  std::string pool_key;
+  // TLS clusters: the name sent as SNI and verified (the cluster's tls.sni, else the endpoint's
+  // configured address).
+  std::string tls_server_name;
 };
 
 struct CompiledCluster {
@@ -65,6 +83,9 @@ struct CompiledCluster {
   uint32_t max_idle_per_endpoint = 32;
   uint64_t idle_timeout_ms = 30000;
   uint32_t max_requests_per_connection = 0;  // 0 = unlimited
+  // Upstream TLS (tls.enabled): built at compile time on the control thread (it reads the CA
+  // file); immutable and shared by every worker. nullptr = plain TCP.
+  std::shared_ptr<const tls::TlsClientContext> tls;
 
   // Passive outlier ejection (per worker): after `consecutive_5xx` 5xx answers or
   // `consecutive_connect_failures` failed connects in a row, an endpoint is skipped for

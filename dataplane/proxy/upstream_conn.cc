@@ -121,6 +121,9 @@ UpstreamConn::UpstreamConn(Worker* worker, const CompiledEndpoint& endpoint,
                            const CompiledCluster& cluster, ClusterCounters* counters)
     : Conn(worker),
       key_(endpoint.key),
+      pool_key_(endpoint.pool_key),
+      tls_ctx_(cluster.tls),
+      tls_server_name_(cluster.tls != nullptr ? endpoint.tls_server_name : std::string()),
       addr_(endpoint.addr),
       addr_len_(endpoint.addr_len),
       max_idle_(cluster.max_idle_per_endpoint),
@@ -134,9 +137,21 @@ UpstreamConn::UpstreamConn(Worker* worker, const CompiledEndpoint& endpoint,
 }
 
 int UpstreamConn::Connect(uint64_t connect_timeout_ms) {
+  if (addr_len_ == 0) return UV_EAI_NONAME;  // a host name that did not resolve
+  if (tls_ctx_ != nullptr) {
+    auto session = tls_ctx_->NewSession(tls_server_name_);
+    if (!session.ok()) return UV_EINVAL;
+    tls_ = *std::move(session);
+  }
   int rc = uv_tcp_connect(&connect_req_, &tcp_, reinterpret_cast<const sockaddr*>(&addr_),
                           OnConnect);
   if (rc != 0) return rc;
+  if (tls_ != nullptr) {
+    // The ClientHello is queued now and leaves as soon as the TCP connection is up. The connect
+    // timeout below covers the TLS handshake too.
+    if (!tls_->StartHandshake().ok()) return UV_EINVAL;
+    FlushTls();
+  }
   StartTimer(connect_timeout_ms, [](uv_timer_t* t) {
     auto* u = static_cast<UpstreamConn*>(t->data);
     WorkerStats& st = u->worker_->mutable_stats();
@@ -150,9 +165,9 @@ int UpstreamConn::Connect(uint64_t connect_timeout_ms) {
 void UpstreamConn::OnConnect(uv_connect_t* req, int status) {
   auto* u = static_cast<UpstreamConn*>(req->data);
   if (u->closing_) return;
-  u->StopTimer();
-  u->EndPending();
   if (status < 0) {
+    u->StopTimer();
+    u->EndPending();
     WorkerStats::Add(u->worker_->mutable_stats().upstream_connect_failures);
     u->Fail(503, absl::StrCat("upstream connect error (", u->key_, "): ", uv_strerror(status)),
             FailureKind::kConnect);
@@ -160,7 +175,33 @@ void UpstreamConn::OnConnect(uv_connect_t* req, int status) {
   }
   u->connected_ = true;
   uv_tcp_nodelay(&u->tcp_, 1);
+  // A TLS connection is established (and stops waiting) once its handshake is done.
+  if (u->tls_ == nullptr) {
+    u->StopTimer();
+    u->EndPending();
+  }
   u->StartReading();
+}
+
+void UpstreamConn::OnTlsHandshakeDone() {
+  StopTimer();
+  EndPending();
+  // Request bytes written during the handshake counted against back-pressure until now.
+  if (down_ != nullptr && write_queue_size() < kLowWatermark) down_->OnUpstreamWritable();
+}
+
+void UpstreamConn::OnTlsError(const absl::Status& status) {
+  WorkerStats& st = worker_->mutable_stats();
+  WorkerStats::Add(st.upstream_tls_failures);
+  bool handshake = !tls_->handshake_done();
+  if (handshake) {
+    StopTimer();
+    EndPending();
+  }
+  // A failed handshake (including a certificate that does not verify) never reached the
+  // upstream application: it counts as a connect failure for retries and outlier detection.
+  Fail(502, absl::StrCat("upstream TLS error (", key_, "): ", status.message()),
+       handshake ? FailureKind::kConnect : FailureKind::kProtocol);
 }
 
 void UpstreamConn::EndPending() {
@@ -204,9 +245,10 @@ void UpstreamConn::EnterIdle() {
 
 void UpstreamConn::StartReading() {
   if (reading_ || closing_ || !connected_) return;
-  int rc = uv_read_start(stream(), Worker::AllocShared, [](uv_stream_t* s, ssize_t n, const uv_buf_t* b) {
-    static_cast<UpstreamConn*>(s->data)->OnRead(n, b);
-  });
+  int rc = uv_read_start(stream(), Worker::AllocShared,
+                         [](uv_stream_t* s, ssize_t n, const uv_buf_t* b) {
+                           static_cast<UpstreamConn*>(s->data)->OnRead(n, b);
+                         });
   reading_ = rc == 0;
 }
 
@@ -217,8 +259,16 @@ void UpstreamConn::StopReading() {
 }
 
 void UpstreamConn::OnRead(ssize_t nread, const uv_buf_t* buf) {
+  if (closing_ || nread == 0) return;
+  if (tls_ != nullptr) {
+    ReadTls(nread, buf);
+    return;
+  }
+  OnData(nread, buf->base);
+}
+
+void UpstreamConn::OnData(ssize_t nread, const char* data) {
   if (closing_) return;
-  if (nread == 0) return;
   if (nread < 0) {
     reading_ = false;
     if (idle_ || down_ == nullptr) {
@@ -247,7 +297,7 @@ void UpstreamConn::OnRead(ssize_t nread, const uv_buf_t* buf) {
     return;
   }
   if (tunnel_) {
-    down_->OnTunnelData(buf->base, static_cast<size_t>(nread));
+    down_->OnTunnelData(data, static_cast<size_t>(nread));
     return;
   }
   if (idle_ || down_ == nullptr) {
@@ -256,16 +306,16 @@ void UpstreamConn::OnRead(ssize_t nread, const uv_buf_t* buf) {
     return;
   }
   got_bytes_ = true;
-  llhttp_errno_t err = llhttp_execute(&parser_, buf->base, static_cast<size_t>(nread));
+  llhttp_errno_t err = llhttp_execute(&parser_, data, static_cast<size_t>(nread));
   if (closing_) return;
   if (err == HPE_PAUSED && message_complete_) {
-    size_t used = static_cast<size_t>(llhttp_get_error_pos(&parser_) - buf->base);
+    size_t used = static_cast<size_t>(llhttp_get_error_pos(&parser_) - data);
     llhttp_resume(&parser_);
     if (tunnel_) {
       // After the 101 the bytes belong to the upgraded protocol: relay them as they are.
       message_complete_ = false;
       if (used < static_cast<size_t>(nread) && down_ != nullptr) {
-        down_->OnTunnelData(buf->base + used, static_cast<size_t>(nread) - used);
+        down_->OnTunnelData(data + used, static_cast<size_t>(nread) - used);
       }
       return;
     }

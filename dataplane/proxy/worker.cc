@@ -48,6 +48,9 @@ void WorkerStats::AddTo(ProxyStats& out) const {
   out.circuit_breaker_rejections += r(circuit_breaker_rejections);
   out.upgrades_total += r(upgrades_total);
   out.upgrades_active += r(upgrades_active);
+  out.downstream_tls_handshakes += r(downstream_tls_handshakes);
+  out.downstream_tls_handshake_failures += r(downstream_tls_handshake_failures);
+  out.upstream_tls_failures += r(upstream_tls_failures);
 }
 
 std::string HealthSnapshot::Key(std::string_view cluster, std::string_view endpoint_key) {
@@ -69,6 +72,9 @@ Conn::Conn(Worker* worker) : worker_(worker) {
 
 void Conn::Close() {
   if (closing_) return;
+  // Best effort: a close_notify that fits in the socket buffer tells the peer this end was
+  // deliberate; whatever the kernel does not take is dropped with the handle.
+  if (tls_ != nullptr) SendCloseNotify();
   closing_ = true;
   reading_ = false;
   OnClose();
@@ -78,6 +84,7 @@ void Conn::Close() {
 
 void Conn::ShutdownThenClose() {
   if (closing_) return;
+  if (tls_ != nullptr) SendCloseNotify();
   if (reading_) {
     uv_read_stop(stream());
     reading_ = false;
@@ -101,6 +108,7 @@ void Conn::ShutdownThenClose() {
 
 void Conn::ShutdownWrite() {
   if (closing_) return;
+  if (tls_ != nullptr) SendCloseNotify();
   auto* req = new uv_shutdown_t;
   // Runs before the close callback even when the handle closes first (UV_ECANCELED).
   if (uv_shutdown(req, stream(), [](uv_shutdown_t* r, int) { delete r; }) != 0) delete req;
@@ -117,6 +125,105 @@ void Conn::StartTimer(uint64_t ms, uv_timer_cb cb) {
 }
 
 bool Conn::Write(const uv_buf_t* bufs, unsigned n) {
+  if (closing_) return false;
+  if (tls_ == nullptr) return WriteRaw(bufs, n);
+  absl::Status st;
+  size_t total = 0;
+  if (n == 1) {
+    total = bufs[0].len;
+    if (total == 0) return true;
+    st = tls_->WritePlaintext(absl::string_view(bufs[0].base, bufs[0].len));
+  } else {
+    // One TLS record for the pieces of one logical write (a chunk header, its data and CRLF).
+    std::string& plain = worker_->tls_plain_scratch();
+    plain.clear();
+    for (unsigned i = 0; i < n; ++i) plain.append(bufs[i].base, bufs[i].len);
+    total = plain.size();
+    if (total == 0) return true;
+    st = tls_->WritePlaintext(absl::string_view(plain.data(), plain.size()));
+  }
+  if (!st.ok()) return false;
+  if (!tls_->handshake_done()) {
+    tls_queued_ += static_cast<uint32_t>(std::min<size_t>(total, UINT32_MAX - tls_queued_));
+  }
+  FlushTls();
+  return true;
+}
+
+void Conn::FlushTls() {
+  if (!tls_->HasCiphertext()) return;
+  std::string& out = worker_->tls_cipher_scratch();
+  out.clear();
+  tls_->TakeCiphertext(&out);
+  uv_buf_t b = uv_buf_init(out.data(), static_cast<unsigned>(out.size()));
+  WriteRaw(&b, 1);
+}
+
+void Conn::SendCloseNotify() {
+  if (closing_ || !tls_->handshake_done()) return;
+  tls_->Shutdown();  // idempotent: a second call sends nothing
+  FlushTls();
+}
+
+void Conn::ReadTls(ssize_t nread, const uv_buf_t* buf) {
+  if (nread > 0) {
+    tls_->FeedCiphertext(absl::string_view(buf->base, static_cast<size_t>(nread)));
+  } else if (nread == UV_EOF) {
+    tls_->FeedEof();
+  } else {
+    OnPlaintext(nread, nullptr);  // a socket error: nothing left to decrypt
+    return;
+  }
+  // FeedCiphertext copied the bytes, so the shared read buffer is free to receive plaintext.
+  // Everything the read made decryptable is delivered now, even if the handler stops reading
+  // meanwhile: that bounds the excess by one read's worth (the buffer size), and nothing is
+  // left stranded inside the session while the socket is not being read.
+  char* scratch = worker_->read_buffer();
+  const size_t capacity = Worker::read_buffer_size();
+  for (;;) {
+    size_t got = 0;
+    tls::TlsSession::ReadResult r = tls_->ReadPlaintext(scratch, capacity, &got);
+    if (!tls_handshake_seen_ && tls_->handshake_done()) {
+      tls_handshake_seen_ = true;
+      tls_queued_ = 0;  // queued plaintext was encrypted when the handshake finished
+      FlushTls();
+      OnTlsHandshakeDone();
+      if (closing_) return;
+    }
+    if (tls_->HasCiphertext()) FlushTls();
+    switch (r) {
+      case tls::TlsSession::ReadResult::kData:
+        OnPlaintext(static_cast<ssize_t>(got), scratch);
+        if (closing_) return;
+        continue;
+      case tls::TlsSession::ReadResult::kWantMore:
+        if (nread < 0) OnPlaintext(UV_EOF, nullptr);
+        return;
+      case tls::TlsSession::ReadResult::kClosed:
+        // close_notify: the end of the peer's stream. The socket may still be open: stop
+        // reading so that the handler's view (no more reads) matches libuv's.
+        if (reading_) {
+          uv_read_stop(stream());
+          reading_ = false;
+        }
+        OnPlaintext(UV_EOF, nullptr);
+        return;
+      case tls::TlsSession::ReadResult::kError:
+        if (nread < 0 && tls_->handshake_done()) {
+          // The socket ended without close_notify. Peers commonly close that way after a
+          // complete message, so it is an end of stream like a plain EOF; the HTTP framing
+          // still tells a complete message from a cut one.
+          OnPlaintext(UV_EOF, nullptr);
+          return;
+        }
+        FlushTls();  // the alert, if TLS produced one
+        OnTlsError(tls_->status());
+        return;
+    }
+  }
+}
+
+bool Conn::WriteRaw(const uv_buf_t* bufs, unsigned n) {
   if (closing_) return false;
   size_t total = 0;
   for (unsigned i = 0; i < n; ++i) total += bufs[i].len;
@@ -193,11 +300,14 @@ absl::Status Worker::Init() {
   return absl::OkStatus();
 }
 
-absl::Status Worker::AddListener(int fd) {
+size_t Worker::read_buffer_size() { return kReadBufferSize; }
+
+absl::Status Worker::AddListener(int fd, std::shared_ptr<const tls::TlsServerContext> tls) {
   auto l = std::make_unique<Listener>();
   l->worker = this;
+  l->tls = std::move(tls);
   uv_tcp_init(&loop_, &l->tcp);
-  l->tcp.data = this;
+  l->tcp.data = l.get();
   int rc = uv_tcp_open(&l->tcp, fd);
   if (rc != 0) {
     ::close(fd);
@@ -301,9 +411,14 @@ void Worker::ApplyHealth(TableRef* ref) {
   for (size_t i = 0; i < clusters.size(); ++i) {
     TableRef::ClusterState& cs = ref->clusters[i];
     cs.unhealthy.assign(clusters[i].endpoints.size(), 0);
+    // An endpoint without an address (its host name did not resolve) is never picked while any
+    // other endpoint is usable.
+    for (size_t e = 0; e < clusters[i].endpoints.size(); ++e) {
+      if (clusters[i].endpoints[e].addr_len == 0) cs.unhealthy[e] = 1;
+    }
     if (!health_ || !clusters[i].health_check.enabled) continue;
     for (size_t e = 0; e < clusters[i].endpoints.size(); ++e) {
-      cs.unhealthy[e] = health_->unhealthy.contains(
+      cs.unhealthy[e] |= health_->unhealthy.contains(
           HealthSnapshot::Key(clusters[i].name, clusters[i].endpoints[e].key));
     }
   }
@@ -396,7 +511,8 @@ void Worker::MaybeFinishDrain() {
 }
 
 void Worker::OnConnection(uv_stream_t* server, int status) {
-  auto* w = static_cast<Worker*>(server->data);
+  auto* l = static_cast<Listener*>(server->data);
+  Worker* w = l->worker;
   if (status < 0 || w->draining_) return;
   auto* c = new DownstreamConn(w);
   if (uv_accept(server, c->stream()) != 0) {
@@ -404,7 +520,7 @@ void Worker::OnConnection(uv_stream_t* server, int status) {
     return;
   }
   w->downstreams_.insert(c);
-  c->Start();
+  c->Start(l->tls.get());
 }
 
 void Worker::Forget(DownstreamConn* c) {
@@ -423,7 +539,7 @@ UpstreamConn* Worker::AcquireUpstream(const CompiledCluster& cluster, const Comp
   *connect_error = 0;
   *overflow = nullptr;
   if (!fresh) {
-    auto it = idle_.find(ep.key);
+    auto it = idle_.find(ep.pool_key);
     if (it != idle_.end() && !it->second.empty()) {
       // LIFO: the most recently used connection is the least likely to have been closed by the
       // upstream's own idle timeout.
@@ -452,7 +568,7 @@ UpstreamConn* Worker::AcquireUpstream(const CompiledCluster& cluster, const Comp
 void Worker::ReleaseUpstream(UpstreamConn* up, bool reusable) {
   up->ClearDownstream();
   if (reusable && !draining_ && !up->exhausted() && !up->closing()) {
-    auto& list = idle_[up->key()];
+    auto& list = idle_[up->pool_key()];
     if (list.size() < up->max_idle()) {
       list.push_back(up);
       up->EnterIdle();
@@ -463,7 +579,7 @@ void Worker::ReleaseUpstream(UpstreamConn* up, bool reusable) {
 }
 
 void Worker::RemoveIdle(UpstreamConn* up) {
-  auto it = idle_.find(up->key());
+  auto it = idle_.find(up->pool_key());
   if (it == idle_.end()) return;
   auto& v = it->second;
   for (size_t i = 0; i < v.size(); ++i) {

@@ -19,6 +19,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/tls/tls.h"
 #include "dataplane/proxy/proxy_server.h"
 #include "dataplane/proxy/route_table.h"
 
@@ -51,6 +52,9 @@ struct WorkerStats {
   Counter circuit_breaker_rejections{0};
   Counter upgrades_total{0};
   Counter upgrades_active{0};
+  Counter downstream_tls_handshakes{0};
+  Counter downstream_tls_handshake_failures{0};
+  Counter upstream_tls_failures{0};
 
   static void Add(Counter& c, uint64_t n = 1) {
     c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
@@ -113,6 +117,11 @@ struct TableRef {
 };
 
 // Base of both connection kinds: a TCP handle and a timer, freed in the last close callback.
+//
+// TLS: a connection with a TlsSession (tls_ set) carries ciphertext on its socket. Write()
+// encrypts, read callbacks go through ReadTls(), which decrypts into the worker's shared read
+// buffer and hands plaintext to OnPlaintext(). Plain connections never touch any of it: one
+// null check per read and per write, no virtual call, no copy.
 class Conn {
  public:
   explicit Conn(Worker* worker);
@@ -131,7 +140,11 @@ class Conn {
   void ShutdownWrite();
   bool closing() const { return closing_; }
   uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
-  size_t write_queue_size() const { return tcp_.write_queue_size; }
+  // Bytes accepted by Write() and not yet handed to the kernel: the socket's queue (ciphertext
+  // on TLS connections) plus plaintext a TLS session holds until its handshake completes. This
+  // is what back-pressure looks at.
+  size_t write_queue_size() const { return tcp_.write_queue_size + tls_queued_; }
+  bool is_tls() const { return tls_ != nullptr; }
 
   // Writes `bufs` in order. Tries a direct write first and copies only what the kernel did not
   // take. Returns false when the connection is already broken.
@@ -143,6 +156,24 @@ class Conn {
 
  protected:
   virtual void OnClose() {}
+  // TLS connections only: decrypted bytes (n > 0, `data` valid until return) or the end of the
+  // stream (n < 0: UV_EOF after close_notify or a socket EOF, or a socket error), exactly as a
+  // plain read callback would see them.
+  virtual void OnPlaintext(ssize_t n, const char* data) = 0;
+  // TLS connections only: the session failed (bad handshake, failed verification, corrupt
+  // record). Any alert has been flushed; the implementation closes the connection.
+  virtual void OnTlsError(const absl::Status& status) = 0;
+  // TLS connections only: the handshake just completed.
+  virtual void OnTlsHandshakeDone() {}
+  // Drives a TLS read callback: feeds ciphertext, flushes what the session wants to send, and
+  // delivers plaintext to OnPlaintext until the session needs more input.
+  void ReadTls(ssize_t nread, const uv_buf_t* buf);
+  // Writes whatever ciphertext the session has produced (handshake, records, alerts).
+  void FlushTls();
+  // Sends close_notify (once, after the handshake) ahead of a FIN or close.
+  void SendCloseNotify();
+  // Writes bytes to the socket as they are (ciphertext on TLS connections).
+  bool WriteRaw(const uv_buf_t* bufs, unsigned n);
   void StartTimer(uint64_t ms, uv_timer_cb cb);
   void StopTimer() { uv_timer_stop(&timer_); }
 
@@ -151,6 +182,10 @@ class Conn {
   uv_timer_t timer_;
   bool closing_ = false;
   bool reading_ = false;
+  bool tls_handshake_seen_ = false;
+  // Plaintext written while the TLS handshake is still running (held inside the session).
+  uint32_t tls_queued_ = 0;
+  std::unique_ptr<tls::TlsSession> tls_;  // null for plain TCP
 
  private:
   static void OnHandleClosed(uv_handle_t* h);
@@ -184,6 +219,7 @@ class UpstreamConn final : public Conn {
   void OnWriteDone(int status) override;
 
   const std::string& key() const { return key_; }
+  const std::string& pool_key() const { return pool_key_; }
   bool reused() const { return requests_ > 1; }
   bool idle() const { return idle_; }
   uint32_t max_idle() const { return max_idle_; }
@@ -207,12 +243,19 @@ class UpstreamConn final : public Conn {
   friend struct UpstreamCallbacks;
   void OnClose() override;
   void OnRead(ssize_t nread, const uv_buf_t* buf);
+  void OnData(ssize_t nread, const char* data);
+  void OnPlaintext(ssize_t n, const char* data) override { OnData(n, data); }
+  void OnTlsError(const absl::Status& status) override;
+  void OnTlsHandshakeDone() override;
   void Fail(int status, std::string message, FailureKind kind);
   void HandleMessageComplete(bool clean);
   void EndPending();
   static void OnConnect(uv_connect_t* req, int status);
 
   std::string key_;
+  std::string pool_key_;
+  std::shared_ptr<const tls::TlsClientContext> tls_ctx_;  // TLS clusters only
+  std::string tls_server_name_;
   sockaddr_storage addr_;
   [[maybe_unused]] socklen_t addr_len_;  // the connect takes it from the family
   uint32_t max_idle_;
@@ -253,8 +296,9 @@ class UpstreamConn final : public Conn {
 class DownstreamConn final : public Conn {
  public:
   explicit DownstreamConn(Worker* worker);
-  // Called once after uv_accept succeeded.
-  void Start();
+  // Called once after uv_accept succeeded. `tls`: the listener's context, or null for plain
+  // HTTP.
+  void Start(const tls::TlsServerContext* tls);
   // Drain: close now if idle, else after the current response.
   void BeginDrain();
 
@@ -284,6 +328,10 @@ class DownstreamConn final : public Conn {
  private:
   void OnClose() override;
   void OnRead(ssize_t nread, const uv_buf_t* buf);
+  void OnData(ssize_t nread, const char* data);
+  void OnPlaintext(ssize_t n, const char* data) override { OnData(n, data); }
+  void OnTlsError(const absl::Status& status) override;
+  void OnTlsHandshakeDone() override;
   void Process(const char* data, size_t len);
   void UpdateReading();
   void CloseAfterFlush();
@@ -399,7 +447,7 @@ class Worker {
   absl::Status Init();
   // Adopts a bound, non-listening socket for one listener and starts listening (creating
   // thread, before Run).
-  absl::Status AddListener(int fd);
+  absl::Status AddListener(int fd, std::shared_ptr<const tls::TlsServerContext> tls = nullptr);
   // Sets the first table before the thread starts.
   void SetInitialTable(std::shared_ptr<const RouteTable> table);
   // Thread body: runs the loop until drained, then closes it.
@@ -448,6 +496,13 @@ class Worker {
   // Shared read buffer: reads are parsed synchronously inside the read callback, so one buffer
   // per loop serves every connection.
   static void AllocShared(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
+  char* read_buffer() { return read_buf_.get(); }
+  static size_t read_buffer_size();
+  // Scratch strings for TLS: plaintext gathered from several buffers, and ciphertext taken from
+  // a session. Safe to share: both are consumed before the call that filled them returns
+  // (WriteRaw copies what the kernel does not take at once).
+  std::string& tls_plain_scratch() { return tls_plain_scratch_; }
+  std::string& tls_cipher_scratch() { return tls_cipher_scratch_; }
 
   // Pool of write requests (with their copy buffers) to avoid per-write allocation.
   struct WriteReq {
@@ -462,6 +517,7 @@ class Worker {
   struct Listener {
     uv_tcp_t tcp;
     Worker* worker;
+    std::shared_ptr<const tls::TlsServerContext> tls;  // null = plain HTTP
   };
   static void OnConnection(uv_stream_t* server, int status);
   static void OnAsync(uv_async_t* a);
@@ -504,6 +560,8 @@ class Worker {
   std::shared_ptr<const HealthSnapshot> health_;
   std::vector<std::unique_ptr<WriteReq>> free_writes_;
   std::unique_ptr<char[]> read_buf_;
+  std::string tls_plain_scratch_;
+  std::string tls_cipher_scratch_;
   uint64_t rng_state_;
 };
 

@@ -1,5 +1,6 @@
 #include "tests/integration/stack.h"
 
+#include <csignal>
 #include <cstdio>
 #include <random>
 
@@ -72,12 +73,13 @@ absl::StatusOr<Upstream> StartUpstream(const std::string& name, const TempDir& l
 }
 
 absl::StatusOr<AgentPorts> StartAgent(std::vector<std::string> args, const TempDir& logs,
-                                      std::unique_ptr<Process>* agent) {
+                                      std::unique_ptr<Process>* agent,
+                                      absl::string_view log_name) {
   if (!BinaryExists("flexgate-agent")) return MissingBinary("flexgate-agent");
   ProcessOptions o;
   o.args = {BinaryPath("flexgate-agent"), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"};
   o.args.insert(o.args.end(), args.begin(), args.end());
-  o.stdout_path = logs.File("agent.log");
+  o.stdout_path = logs.File(log_name);
   auto p = Process::Start(std::move(o));
   if (!p.ok()) return p.status();
   *agent = std::move(*p);
@@ -133,19 +135,7 @@ absl::StatusOr<std::unique_ptr<Stack>> Stack::Start(StackOptions options) {
   stack->admin_key_ = RandomKey();
 
   // The control plane binds port 0 and reports the ports it got.
-  ProcessOptions o;
-  o.args = {BinaryPath("flexgate-cp"), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
-            "--database-url", stack->database_url_};
-  o.env = {{"FLEXGATE_BOOTSTRAP_ADMIN_KEY", stack->admin_key_}};
-  o.unset_env = {"FLEXGATE_DATABASE_URL"};
-  o.stdout_path = stack->dir_.File("cp.log");
-  auto cp = Process::Start(std::move(o));
-  if (!cp.ok()) return cp.status();
-  stack->cp_ = std::move(*cp);
-  auto grpc_port =
-      ParsePort(stack->cp_->WaitForLogMatch(R"re("grpc_port":(\d+))re", kStartTimeout));
-  if (!grpc_port.ok()) return grpc_port.status();
-  stack->grpc_port_ = *grpc_port;
+  if (absl::Status s = stack->StartCp(); !s.ok()) return s;
 
   for (int i = 0; i < options.upstreams; ++i) {
     auto u = StartUpstream(std::string(1, static_cast<char>('A' + i)), stack->dir_);
@@ -153,15 +143,77 @@ absl::StatusOr<std::unique_ptr<Stack>> Stack::Start(StackOptions options) {
     stack->upstreams_.push_back(std::move(*u));
   }
 
+  stack->agent_args_ = {"--control-plane", stack->cp_address(), "--token", stack->admin_key_,
+                        "--cache-dir", stack->agent_cache_dir(), "--workers",
+                        absl::StrCat(options.agent_workers)};
+  stack->agent_args_.insert(stack->agent_args_.end(), options.agent_args.begin(),
+                            options.agent_args.end());
   if (options.agent) {
-    auto ports = StartAgent({"--control-plane", stack->cp_address(), "--token", stack->admin_key_,
-                             "--cache-dir", stack->dir_.File("agent-cache"), "--workers",
-                             absl::StrCat(options.agent_workers)},
-                            stack->dir_, &stack->agent_);
+    auto ports = StartAgent(stack->agent_args_, stack->dir_, &stack->agent_);
     if (!ports.ok()) return ports.status();
     stack->agent_ports_ = *ports;
+    ++stack->agent_starts_;
   }
   return stack;
+}
+
+absl::Status Stack::StartCp() {
+  // The first start binds port 0; a restart takes the same port again, as a real deployment's
+  // address stays the same, so agents reconnect to where they were.
+  ProcessOptions o;
+  o.args = {BinaryPath("flexgate-cp"), "--listen", absl::StrCat("127.0.0.1:", grpc_port_),
+            "--admin", "127.0.0.1:0", "--database-url", database_url_};
+  o.env = {{"FLEXGATE_BOOTSTRAP_ADMIN_KEY", admin_key_}};
+  o.unset_env = {"FLEXGATE_DATABASE_URL"};
+  o.stdout_path =
+      dir_.File(cp_starts_ == 0 ? std::string("cp.log") : absl::StrCat("cp-", cp_starts_, ".log"));
+  ++cp_starts_;
+  auto cp = Process::Start(std::move(o));
+  if (!cp.ok()) return cp.status();
+  if (cp_ != nullptr) retired_.push_back(std::move(cp_));
+  cp_ = std::move(*cp);
+  auto grpc_port = ParsePort(cp_->WaitForLogMatch(R"re("grpc_port":(\d+))re", kStartTimeout));
+  if (!grpc_port.ok()) return grpc_port.status();
+  if (grpc_port_ != 0 && *grpc_port != grpc_port_) {
+    return absl::InternalError(absl::StrCat("control plane came back on port ", *grpc_port,
+                                            " instead of ", grpc_port_));
+  }
+  grpc_port_ = *grpc_port;
+  return absl::OkStatus();
+}
+
+absl::Status Stack::KillCp() {
+  if (cp_ == nullptr) return absl::FailedPreconditionError("no control plane");
+  if (absl::Status s = cp_->Signal(SIGKILL); !s.ok()) return s;
+  if (!cp_->Wait(absl::Seconds(10)).has_value()) {
+    return absl::DeadlineExceededError("control plane did not die of SIGKILL");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Stack::RestartCp() {
+  if (cp_ != nullptr && cp_->Running()) cp_->Terminate(absl::Seconds(10));
+  return StartCp();
+}
+
+ExitStatus Stack::StopAgent() {
+  if (agent_ == nullptr) return ExitStatus{};
+  return agent_->Terminate(absl::Seconds(10));
+}
+
+absl::Status Stack::RestartAgent(std::vector<std::string> extra_args) {
+  if (agent_ != nullptr) {
+    agent_->Terminate(absl::Seconds(10));
+    retired_.push_back(std::move(agent_));
+  }
+  std::vector<std::string> args = agent_args_;
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  auto ports = StartAgent(std::move(args), dir_, &agent_,
+                          absl::StrCat("agent-", agent_starts_, ".log"));
+  ++agent_starts_;
+  if (!ports.ok()) return ports.status();
+  agent_ports_ = *ports;
+  return absl::OkStatus();
 }
 
 Stack::~Stack() {
@@ -203,6 +255,9 @@ std::pair<ExitStatus, ExitStatus> Stack::Shutdown() {
 
 std::string Stack::Logs() const {
   std::string out;
+  for (const auto& p : retired_) {
+    absl::StrAppend(&out, "=== (earlier run) ", p->name(), " ===\n", p->LogTail(2000), "\n");
+  }
   if (cp_ != nullptr) absl::StrAppend(&out, "=== flexgate-cp ===\n", cp_->LogTail(3000), "\n");
   if (agent_ != nullptr) {
     absl::StrAppend(&out, "=== flexgate-agent ===\n", agent_->LogTail(3000), "\n");

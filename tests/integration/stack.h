@@ -36,9 +36,11 @@ struct AgentPorts {
 };
 
 // Starts flexgate-agent with `args` (plus --listen/--admin on port 0) and waits for its admin
-// port to answer /health/live.
+// port to answer /health/live. The log goes to `log_name` in `logs`; a restarted agent needs a
+// fresh name, since logs are appended to and the port lines of the old run would match first.
 absl::StatusOr<AgentPorts> StartAgent(std::vector<std::string> args, const TempDir& logs,
-                                      std::unique_ptr<Process>* agent);
+                                      std::unique_ptr<Process>* agent,
+                                      absl::string_view log_name = "agent.log");
 
 // A minimal config: clusters "a", "b", ... (one per upstream port) and one route "all" on
 // prefix "/" to cluster `route_to`.
@@ -48,6 +50,9 @@ struct StackOptions {
   int upstreams = 2;
   bool agent = true;
   int agent_workers = 2;
+  // Extra agent flags, e.g. --reconnect-max-backoff or --heartbeat-interval for fault tests.
+  // Kept for RestartAgent.
+  std::vector<std::string> agent_args = {};
 };
 
 class Stack {
@@ -78,8 +83,28 @@ class Stack {
   // The tails of every process log, for failure messages.
   std::string Logs() const;
 
+  // --- Fault injection (tests/integration/fault_*_test.cc) ---
+
+  uint16_t grpc_port() const { return grpc_port_; }
+  // The agent's --cache-dir (RocksDB snapshot cache and agent id).
+  std::string agent_cache_dir() const { return dir_.File("agent-cache"); }
+
+  // Kills the control plane with SIGKILL (no drain, streams cut) and reaps it.
+  absl::Status KillCp();
+  // Starts the control plane again on the same gRPC port and database (a fresh admin port) and
+  // waits until it reports its port. The old process, if still running, is terminated first.
+  absl::Status RestartCp();
+
+  // Stops the agent (SIGTERM, graceful drain) and returns how it ended. Idempotent.
+  ExitStatus StopAgent();
+  // Starts the agent again with the same flags and cache dir plus `extra_args`, on new ports
+  // (agent_port() and agent_admin_port() follow). Returns once /health/live answers.
+  absl::Status RestartAgent(std::vector<std::string> extra_args = {});
+
  private:
   Stack() : dir_("flexgate-it") {}
+  // Starts flexgate-cp on grpc_port_ (0 the first time) and records the port it reports.
+  absl::Status StartCp();
 
   TempDir dir_;
   std::string admin_key_;
@@ -89,6 +114,11 @@ class Stack {
   std::vector<Upstream> upstreams_;
   std::unique_ptr<Process> agent_;
   AgentPorts agent_ports_;
+  std::vector<std::string> agent_args_;  // as first started, without --listen/--admin
+  int cp_starts_ = 0;
+  int agent_starts_ = 0;
+  // Processes replaced by a restart, kept for their logs.
+  std::vector<std::unique_ptr<Process>> retired_;
 };
 
 }  // namespace flexgate::testing

@@ -139,7 +139,7 @@ TEST_CASE("bootstrap file errors name the file and the problem") {
   CHECK_THAT(ErrorOf({"--bootstrap", dir.file("typo.yaml")}), Catch::Contains("admin_adress"));
   Write(dir.file("tls.yaml"),
         "listeners: [{ name: s, address: \"0.0.0.0:443\", tls: { certificates: [{ cert_file: "
-        "c.pem, key_file: k.pem }] } }]\nconfig_file: c.yaml\n");
+        "c.pem }] } }]\nconfig_file: c.yaml\n");  // no key_file
   CHECK_THAT(ErrorOf({"--bootstrap", dir.file("tls.yaml")}), Catch::Contains("TLS"));
 }
 

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_replace.h"
 #include "proxy_test_env.h"
 
@@ -226,6 +227,41 @@ TEST_CASE("drain deadline cuts off requests that do not finish") {
   env.proxy().Drain(absl::Milliseconds(200));
   CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(2));
   inflight.join();
+}
+
+TEST_CASE("an endpoint whose host name does not resolve is skipped and alone answers 503") {
+  // ".invalid" never resolves (RFC 6761), so this holds on any machine, online or not.
+  ProxyEnv env(R"(
+clusters:
+  - name: mixed
+    endpoints: [{ address: no-such-host.invalid, port: 80 }, { address: 127.0.0.1, port: {P0} }]
+  - name: dead
+    endpoints: [{ address: no-such-host.invalid, port: 80 }]
+routes:
+  - { name: dead, match: { path: { prefix: /dead } }, cluster: dead }
+  - { name: all, match: { path: { prefix: / } }, cluster: mixed }
+)");
+  const auto& clusters = env.proxy().current_route_table()->clusters();
+  REQUIRE(clusters.size() == 2);
+  CHECK(clusters[0].endpoints[0].from_hostname);
+  CHECK(clusters[0].endpoints[0].addr_len == 0);
+  CHECK(clusters[0].endpoints[0].key == "unresolved:no-such-host.invalid:80");
+  CHECK_FALSE(clusters[0].endpoints[1].from_hostname);
+
+  HttpClient c = env.Client();
+  for (int i = 0; i < 6; ++i) {  // round robin would pick the unresolved endpoint every other time
+    auto r = c.Get("/x");
+    REQUIRE(r.ok());
+    CHECK(r->status == 200);
+    CHECK(r->body == "u0 GET /x\n");
+  }
+  auto r = env.Client().Get("/dead");
+  REQUIRE(r.ok());
+  CHECK(r->status == 503);
+  CHECK(absl::StrContains(r->body, "unresolved:no-such-host.invalid:80 has no address"));
+  r = c.Get("/still-serving");
+  REQUIRE(r.ok());
+  CHECK(r->status == 200);
 }
 
 }  // namespace

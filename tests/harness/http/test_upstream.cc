@@ -13,6 +13,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/tls/tls.h"
 
 namespace flexgate::testing {
 
@@ -36,6 +37,7 @@ struct TestUpstream::Impl {
   absl::flat_hash_set<UpConn*> conns;  // loop thread only
   bool stopped = false;                // loop thread only
   bool joined = false;
+  std::shared_ptr<const tls::TlsServerContext> tls;  // null = plain HTTP
 };
 
 namespace {
@@ -59,6 +61,7 @@ struct UpConn {
   std::string body;
   std::string pending;     // unparsed pipelined bytes
   std::string delayed;     // response waiting for the timer
+  std::unique_ptr<tls::TlsSession> tls;  // TLS mode only
 };
 
 UpConn* C(llhttp_t* p) { return static_cast<UpConn*>(p->data); }
@@ -68,8 +71,18 @@ void OnClosed(uv_handle_t* h) {
   if (--c->open_handles == 0) delete c;
 }
 
+void WriteCiphertext(UpConn* c);
+
 void CloseConn(UpConn* c) {
   if (c->closing) return;
+  if (c->tls != nullptr && c->tls->handshake_done()) {
+    // Best effort close_notify: usually fits in the socket buffer at once.
+    c->tls->Shutdown();
+    std::string out;
+    c->tls->TakeCiphertext(&out);
+    uv_buf_t b = uv_buf_init(out.data(), static_cast<unsigned>(out.size()));
+    if (!out.empty()) uv_try_write(reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1);
+  }
   c->closing = true;
   c->server->conns.erase(c);
   uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp), OnClosed);
@@ -83,7 +96,32 @@ struct WriteReq {
   bool close_after;
 };
 
+void RawWrite(UpConn* c, std::string data, bool close_after);
+
 void Write(UpConn* c, std::string data, bool close_after = false) {
+  if (c->closing) return;
+  if (c->tls != nullptr) {
+    if (!c->tls->WritePlaintext(data).ok()) {
+      CloseConn(c);
+      return;
+    }
+    if (close_after) c->tls->Shutdown();
+    std::string out;
+    c->tls->TakeCiphertext(&out);
+    RawWrite(c, std::move(out), close_after);
+    return;
+  }
+  RawWrite(c, std::move(data), close_after);
+}
+
+void WriteCiphertext(UpConn* c) {
+  if (c->closing || !c->tls->HasCiphertext()) return;
+  std::string out;
+  c->tls->TakeCiphertext(&out);
+  RawWrite(c, std::move(out), false);
+}
+
+void RawWrite(UpConn* c, std::string data, bool close_after) {
   if (c->closing) return;
   auto* w = new WriteReq;
   w->data = std::move(data);
@@ -316,6 +354,34 @@ void Process(UpConn* c, const char* data, size_t len) {
   }
 }
 
+// TLS mode: decrypts what arrived and handles the plaintext as the plain path would.
+void OnTlsRead(UpConn* c, ssize_t n, const uv_buf_t* b) {
+  if (n > 0) {
+    c->tls->FeedCiphertext(absl::string_view(b->base, static_cast<size_t>(n)));
+  } else {
+    c->tls->FeedEof();
+  }
+  std::vector<char> plain(16384);
+  for (;;) {
+    size_t got = 0;
+    auto r = c->tls->ReadPlaintext(plain.data(), plain.size(), &got);
+    WriteCiphertext(c);
+    if (c->closing) return;
+    if (r == tls::TlsSession::ReadResult::kData) {
+      if (c->echo) {
+        Write(c, std::string(plain.data(), got));
+      } else {
+        Process(c, plain.data(), got);
+      }
+      if (c->closing) return;
+      continue;
+    }
+    if (r == tls::TlsSession::ReadResult::kWantMore && n > 0) return;
+    CloseConn(c);  // close_notify, EOF, or a TLS failure (its alert was flushed above)
+    return;
+  }
+}
+
 void OnConnection(uv_stream_t* server, int status) {
   auto* s = static_cast<TestUpstream::Impl*>(server->data);
   if (status < 0 || s->stopped) return;
@@ -332,6 +398,14 @@ void OnConnection(uv_stream_t* server, int status) {
     CloseConn(c);
     return;
   }
+  if (s->tls != nullptr) {
+    auto session = s->tls->NewSession();
+    if (!session.ok()) {
+      CloseConn(c);
+      return;
+    }
+    c->tls = *std::move(session);
+  }
   s->connections.fetch_add(1);
   uv_tcp_nodelay(&c->tcp, 1);
   uv_read_start(
@@ -341,7 +415,9 @@ void OnConnection(uv_stream_t* server, int status) {
       },
       [](uv_stream_t* st, ssize_t n, const uv_buf_t* b) {
         auto* c = static_cast<UpConn*>(st->data);
-        if (n < 0) {
+        if (c->tls != nullptr && n != 0) {
+          OnTlsRead(c, n, b);
+        } else if (n < 0) {
           CloseConn(c);
         } else if (n > 0 && c->echo) {
           Write(c, std::string(b->base, static_cast<size_t>(n)));
@@ -358,10 +434,22 @@ TestUpstream::TestUpstream(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) 
 
 TestUpstream::~TestUpstream() { Stop(); }
 
+absl::StatusOr<std::unique_ptr<TestUpstream>> TestUpstream::StartTls(
+    std::string name, std::shared_ptr<const tls::TlsServerContext> tls, std::string address) {
+  if (tls == nullptr) return absl::InvalidArgumentError("StartTls needs a TLS context");
+  return StartImpl(std::move(name), std::move(address), std::move(tls));
+}
+
 absl::StatusOr<std::unique_ptr<TestUpstream>> TestUpstream::Start(std::string name,
                                                                   std::string address) {
+  return StartImpl(std::move(name), std::move(address), nullptr);
+}
+
+absl::StatusOr<std::unique_ptr<TestUpstream>> TestUpstream::StartImpl(
+    std::string name, std::string address, std::shared_ptr<const tls::TlsServerContext> tls) {
   auto impl = std::make_unique<Impl>();
   impl->name = std::move(name);
+  impl->tls = std::move(tls);
   size_t colon = address.rfind(':');
   int port = 0;
   if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port)) {

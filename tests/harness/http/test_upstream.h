@@ -17,6 +17,8 @@
 //                       Protocols, then every byte received is echoed back (no websocket
 //                       framing: the proxy tunnels raw bytes). Without the upgrade: as any path.
 //
+// TLS mode (StartTls): the same behaviour over HTTPS.
+//
 // Thread-safety: the accessors may be called from any thread.
 #pragma once
 
@@ -28,6 +30,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
+namespace flexgate::tls {
+class TlsServerContext;
+}
+
 namespace flexgate::testing {
 
 class TestUpstream {
@@ -35,6 +41,11 @@ class TestUpstream {
   // `address` is "host:port"; port 0 picks a free port.
   static absl::StatusOr<std::unique_ptr<TestUpstream>> Start(std::string name,
                                                              std::string address = "127.0.0.1:0");
+  // The same server speaking HTTPS: every connection is a TLS server session of `tls` (built by
+  // the caller, e.g. from a TestPki certificate), with close_notify before each close.
+  static absl::StatusOr<std::unique_ptr<TestUpstream>> StartTls(
+      std::string name, std::shared_ptr<const tls::TlsServerContext> tls,
+      std::string address = "127.0.0.1:0");
   ~TestUpstream();  // stops the server (closes every connection, joins the thread)
 
   uint16_t port() const;
@@ -54,6 +65,8 @@ class TestUpstream {
   struct Impl;
 
  private:
+  static absl::StatusOr<std::unique_ptr<TestUpstream>> StartImpl(
+      std::string name, std::string address, std::shared_ptr<const tls::TlsServerContext> tls);
   explicit TestUpstream(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

@@ -1,0 +1,138 @@
+// The agent with a TLS listener from its bootstrap file: the bootstrap is parsed as an operator
+// would write it (flags plus --bootstrap), the agent starts, serves HTTPS with the certificate
+// chosen by SNI next to a plain listener, and exports the TLS counters in /stats and /metrics.
+// A bootstrap whose certificate files cannot be read stops the start with a clear error.
+#include <fstream>
+
+#include <catch2/catch.hpp>
+
+#include "dataplane/agent/agent.h"
+#include "dataplane/agent/agent_options.h"
+#include "temp_dir.h"
+#include "tests/harness/http/http_client.h"
+#include "tests/harness/http/test_pki.h"
+#include "tests/harness/http/test_upstream.h"
+#include "tests/harness/http/tls_client.h"
+
+namespace flexgate::agent {
+namespace {
+
+using flexgate::testing::HttpGet;
+using flexgate::testing::TestPki;
+using flexgate::testing::TestUpstream;
+using flexgate::testing::TlsTestClient;
+using flexgate::testing::TlsTestClientOptions;
+using testing::TempDir;
+
+void Write(const std::string& path, const std::string& text) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
+}
+
+AgentOptions Parse(const std::vector<std::string>& args) {
+  auto o = ParseAgentFlags(args, [](const char*) -> const char* { return nullptr; });
+  INFO(o.status().ToString());
+  REQUIRE(o.ok());
+  return *o;
+}
+
+TEST_CASE("a bootstrap listener with TLS starts and serves HTTPS by SNI") {
+  auto pki = TestPki::Create();
+  REQUIRE(pki.ok());
+  auto api = (*pki)->Issue("api", {"api.example.com"});
+  auto org = (*pki)->Issue("org", {"*.example.org"});
+  REQUIRE(api.ok());
+  REQUIRE(org.ok());
+  auto up = TestUpstream::Start("web");
+  REQUIRE(up.ok());
+
+  TempDir dir;
+  Write(dir.file("config.yaml"),
+        "clusters:\n  - name: web\n    endpoints: [{ address: 127.0.0.1, port: " +
+            std::to_string((*up)->port()) +
+            " }]\nroutes:\n  - { name: all, match: { path: { prefix: / } }, cluster: web }\n");
+  Write(dir.file("bootstrap.yaml"),
+        "listeners:\n"
+        "  - name: https\n"
+        "    address: \"127.0.0.1:0\"\n"
+        "    tls:\n"
+        "      certificates:\n"
+        "        - { server_names: [api.example.com], cert_file: \"" + api->cert_file +
+            "\", key_file: \"" + api->key_file + "\" }\n"
+        "        - { server_names: [\"*.example.org\"], cert_file: \"" + org->cert_file +
+            "\", key_file: \"" + org->key_file + "\" }\n"
+        "  - { name: http, address: \"127.0.0.1:0\" }\n"
+        "admin_address: \"127.0.0.1:0\"\n");
+  AgentOptions options = Parse({"--bootstrap", dir.file("bootstrap.yaml"), "--config",
+                                dir.file("config.yaml"), "--workers", "2"});
+  REQUIRE(options.listen_addresses.size() == 2);
+  REQUIRE(options.listener_tls.size() == 2);
+  CHECK(options.listener_tls[0].size() == 2);
+  CHECK(options.listener_tls[1].empty());
+
+  auto agent = Agent::Create(options);
+  REQUIRE(agent.ok());
+  absl::Status started = (*agent)->Start();
+  INFO(started.ToString());
+  REQUIRE(started.ok());
+
+  TlsTestClientOptions topts;
+  topts.ca_file = (*pki)->ca_file();
+  topts.sni = "api.example.com";
+  auto c = TlsTestClient::Connect("127.0.0.1", (*agent)->proxy_port(0), topts);
+  INFO(c.status().ToString());
+  REQUIRE(c.ok());
+  CHECK((*c)->PeerCommonName() == "api.example.com");
+  auto r = (*c)->Get("/secure", "api.example.com");
+  REQUIRE(r.ok());
+  CHECK(r->status == 200);
+  CHECK(r->body == "web GET /secure\n");
+
+  topts.sni = "shop.example.org";
+  auto c2 = TlsTestClient::Connect("127.0.0.1", (*agent)->proxy_port(0), topts);
+  REQUIRE(c2.ok());
+  CHECK((*c2)->PeerCommonName() == "*.example.org");
+
+  // The plain listener next to it serves HTTP.
+  auto plain = HttpGet((*agent)->proxy_port(1), "/plain");
+  REQUIRE(plain.ok());
+  CHECK(plain->status == 200);
+
+  // Plain HTTP sent to the TLS port is a failed handshake, counted.
+  auto wrong = flexgate::testing::HttpClient::Connect("127.0.0.1", (*agent)->proxy_port(0));
+  REQUIRE(wrong.ok());
+  REQUIRE(wrong->SendRaw("GET / HTTP/1.1\r\nHost: a\r\n\r\n").ok());
+  CHECK(wrong->WaitForClose(absl::Seconds(5)));
+
+  auto stats = HttpGet((*agent)->admin_port(), "/stats");
+  REQUIRE(stats.ok());
+  CHECK_THAT(stats->body, Catch::Contains("downstream_tls_handshakes: 2"));
+  CHECK_THAT(stats->body, Catch::Contains("downstream_tls_handshake_failures: 1"));
+  CHECK_THAT(stats->body, Catch::Contains("upstream_tls_failures: 0"));
+  CHECK_THAT(stats->body, Catch::Contains("circuit_breaker_rejections: 0"));
+  auto metrics = HttpGet((*agent)->admin_port(), "/metrics");
+  REQUIRE(metrics.ok());
+  CHECK_THAT(metrics->body, Catch::Contains("flexgate_downstream_tls_handshakes_total 2"));
+  CHECK_THAT(metrics->body, Catch::Contains("flexgate_upstream_tls_failures_total 0"));
+  CHECK_THAT(metrics->body, Catch::Contains("flexgate_outlier_ejections_total 0"));
+  CHECK_THAT(metrics->body, Catch::Contains("flexgate_upgrades_active 0"));
+  CHECK_THAT(metrics->body, Catch::Contains("flexgate_health_checks_total 0"));
+
+  (*agent)->Shutdown();
+}
+
+TEST_CASE("a TLS listener whose certificate cannot be read stops the start") {
+  AgentOptions options;
+  options.listen_addresses = {"127.0.0.1:0"};
+  options.listener_tls = {{{{"a.example.com"}, "/nonexistent/cert.pem", "/nonexistent/key.pem"}}};
+  options.admin_address = "127.0.0.1:0";
+  options.workers = 1;
+  auto agent = Agent::Create(options);
+  REQUIRE(agent.ok());
+  absl::Status s = (*agent)->Start();
+  CHECK_FALSE(s.ok());
+  CHECK_THAT(std::string(s.message()), Catch::Contains("cert.pem"));
+  (*agent)->Shutdown();
+}
+
+}  // namespace
+}  // namespace flexgate::agent
