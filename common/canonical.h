@@ -13,7 +13,14 @@ namespace flexgate {
 
 // Deterministic serialization (map entries sorted, fields in number order), with set-but-empty
 // sub-messages outside oneofs cleared first: an explicit default is the same content as none.
+// Costs one serialization plus a walk over the bytes; a copy of the message is made only when it
+// holds such empty sub-messages. Thread-safe for concurrent calls on one const message.
 std::string CanonicalBytes(const flexgate::v1::Config& config);
+
+// Clears the set-but-empty sub-messages outside oneofs in place, so that a caller that owns its
+// message can hash, diff and store one normalized message. Serializing the result
+// deterministically gives CanonicalBytes(original).
+void CanonicalizeInPlace(flexgate::v1::Config* config);
 
 // Lower-case hex SHA-256 of CanonicalBytes(config).
 std::string ConfigHash(const flexgate::v1::Config& config);

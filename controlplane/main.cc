@@ -2,6 +2,8 @@
 //
 //   flexgate-cp --listen HOST:PORT --admin HOST:PORT --database-url postgresql://...
 //
+//   [--tls-cert-file FILE --tls-key-file FILE [--tls-client-ca-file FILE]]
+//
 // Environment: FLEXGATE_DATABASE_URL (when --database-url is not given),
 // FLEXGATE_BOOTSTRAP_ADMIN_KEY (the first admin key of a new installation).
 // SIGTERM or SIGINT: graceful shutdown, exit 0. Start-up failure: exit 1. Bad usage: exit 2.
@@ -34,6 +36,9 @@ constexpr char kUsage[] =
     "  --agent-stale-after SECONDS  an agent silent this long (no heartbeat) is shown as\n"
     "                           stale by FleetService (default 30)\n"
     "  --replica-id ID          this replica's name in the fleet view (default HOST:PORT)\n"
+    "  --tls-cert-file FILE     serve gRPC over TLS with this PEM certificate chain\n"
+    "  --tls-key-file FILE      ... and this PEM private key (both or neither; default plaintext)\n"
+    "  --tls-client-ca-file FILE  require client certificates signed by these PEM roots (mTLS)\n"
     "  --log-level LEVEL        debug|info|warn|error (default info)\n"
     "\n"
     "FLEXGATE_BOOTSTRAP_ADMIN_KEY: an admin key of tenant \"default\" to create at start. Without\n"
@@ -101,6 +106,12 @@ int main(int argc, char** argv) {
       options.agent_stale_after = absl::Seconds(n);
     } else if (arg == "--replica-id") {
       options.replica_id = value;
+    } else if (arg == "--tls-cert-file") {
+      options.tls_cert_file = value;
+    } else if (arg == "--tls-key-file") {
+      options.tls_key_file = value;
+    } else if (arg == "--tls-client-ca-file") {
+      options.tls_client_ca_file = value;
     } else if (arg == "--log-level") {
       if (value == "debug") level = flexgate::LogLevel::kDebug;
       else if (value == "info") level = flexgate::LogLevel::kInfo;

@@ -118,7 +118,7 @@ absl::StatusOr<PgResult> PgConn::Exec(std::string_view sql, const std::vector<Pg
   const bool retryable = PQtransactionStatus(conn_) == PQTRANS_IDLE;
   PGresult* res = run();
   if (res == nullptr || PQresultStatus(res) == PGRES_FATAL_ERROR) {
-    if (RetryAfterLostConnection(retryable)) {
+    if (RetryAfterLostConnection(retryable, res)) {
       PQclear(res);
       res = run();
     }
@@ -134,7 +134,7 @@ absl::Status PgConn::ExecScript(std::string_view sql) {
   const bool retryable = PQtransactionStatus(conn_) == PQTRANS_IDLE;
   PGresult* res = PQexec(conn_, text.c_str());
   if (res == nullptr || PQresultStatus(res) == PGRES_FATAL_ERROR) {
-    if (RetryAfterLostConnection(retryable)) {
+    if (RetryAfterLostConnection(retryable, res)) {
       PQclear(res);
       res = PQexec(conn_, text.c_str());
     }
@@ -145,12 +145,24 @@ absl::Status PgConn::ExecScript(std::string_view sql) {
   return ResultStatus(res, "script failed");
 }
 
-bool PgConn::RetryAfterLostConnection(bool was_idle) {
+bool PgConn::RetryAfterLostConnection(bool was_idle, const PGresult* res) {
   // An idle pooled connection learns that the server restarted only when it is next used. A
   // statement sent outside a transaction on a connection that turned out to be dead is retried
   // once on a fresh connection. Inside a transaction it is not: the transaction is gone, and the
   // caller must start over.
-  if (!was_idle || PQstatus(conn_) != CONNECTION_BAD) return false;
+  //
+  // The connection may not look dead yet: a server that shut down queued a FATAL
+  // "terminating connection" (SQLSTATE 57P01..57P03) which libpq returns as the statement's
+  // result before it reads the end of the stream. Connection-exception (08xxx) and
+  // operator-intervention shutdown states count as a lost connection too.
+  if (!was_idle) return false;
+  bool lost = PQstatus(conn_) == CONNECTION_BAD;
+  if (!lost && res != nullptr) {
+    const char* state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    lost = state != nullptr &&
+           (std::strncmp(state, "08", 2) == 0 || std::strncmp(state, "57P0", 4) == 0);
+  }
+  if (!lost) return false;
   PQreset(conn_);
   return PQstatus(conn_) == CONNECTION_OK;
 }

@@ -87,7 +87,7 @@ class PgConn {
  private:
   explicit PgConn(PGconn* conn) : conn_(conn) {}
   absl::Status ResultStatus(PGresult* res, std::string_view what);
-  bool RetryAfterLostConnection(bool was_idle);
+  bool RetryAfterLostConnection(bool was_idle, const PGresult* res);
 
   PGconn* conn_;
 };

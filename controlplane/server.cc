@@ -27,6 +27,7 @@
 #include "controlplane/metrics.h"
 #include "controlplane/migrations.h"
 #include "controlplane/pg.h"
+#include "controlplane/server_tls.h"
 #include "controlplane/store.h"
 
 namespace flexgate::cp {
@@ -112,6 +113,25 @@ absl::StatusOr<std::unique_ptr<CpServer>> CpServer::Start(const CpOptions& optio
     return absl::InvalidArgumentError(
         "no database: pass --database-url or set FLEXGATE_DATABASE_URL");
   }
+  // TLS files are checked before anything else, so a typo fails fast and names the flag.
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  std::string transport = "plaintext";
+  std::string tls_subject;
+  if (!options.tls_cert_file.empty() || !options.tls_key_file.empty() ||
+      !options.tls_client_ca_file.empty()) {
+    auto tls = LoadServerTls(
+        {options.tls_cert_file, options.tls_key_file, options.tls_client_ca_file});
+    if (!tls.ok()) return tls.status();
+    grpc::SslServerCredentialsOptions ssl(
+        tls->client_ca_pem.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                   : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    ssl.pem_key_cert_pairs.push_back({tls->private_key_pem, tls->cert_chain_pem});
+    ssl.pem_root_certs = tls->client_ca_pem;
+    credentials = grpc::SslServerCredentials(ssl);
+    transport = tls->client_ca_pem.empty() ? "tls" : "mtls";
+    tls_subject = tls->subject;
+  }
+
   auto impl = std::make_unique<Impl>();
   Impl& m = *impl;
   m.options = options;
@@ -156,7 +176,7 @@ absl::StatusOr<std::unique_ptr<CpServer>> CpServer::Start(const CpOptions& optio
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &m.grpc_port);
+  builder.AddListeningPort(options.listen, credentials, &m.grpc_port);
   builder.RegisterService(m.config_service.get());
   builder.RegisterService(m.fleet_service.get());
   builder.RegisterService(m.agent_service.get());
@@ -196,7 +216,17 @@ absl::StatusOr<std::unique_ptr<CpServer>> CpServer::Start(const CpOptions& optio
   FG_LOG_INFO("listening", {{"grpc_port", m.grpc_port},
                             {"admin_port", static_cast<int>(m.admin->port())},
                             {"listen", options.listen},
-                            {"admin", options.admin}});
+                            {"admin", options.admin},
+                            {"transport", transport}});
+  if (transport == "plaintext") {
+    // Agent tokens and API keys travel in call metadata: fine on loopback or behind a TLS
+    // terminator, not on an open network.
+    FG_LOG_INFO("gRPC listener is plaintext; pass --tls-cert-file and --tls-key-file for TLS");
+  } else {
+    FG_LOG_INFO("gRPC listener serves TLS",
+                {{"certificate", tls_subject},
+                 {"client_certificates", transport == "mtls" ? "required" : "not requested"}});
+  }
   return std::unique_ptr<CpServer>(new CpServer(std::move(impl)));
 }
 

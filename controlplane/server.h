@@ -31,6 +31,12 @@ struct CpOptions {
   // Recorded with each agent stream and ACK, so operators see which replica an agent is on.
   // "" = "<hostname>:<grpc port>".
   std::string replica_id;
+  // gRPC over TLS when both are set (PEM files); plaintext otherwise. The admin port stays plain
+  // HTTP either way: it serves health and metrics to the local orchestrator and scraper.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  // With TLS: require a client certificate signed by one of these roots (mTLS). Empty = none.
+  std::string tls_client_ca_file;
 };
 
 class CpServer {

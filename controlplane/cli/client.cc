@@ -1,6 +1,7 @@
 #include "controlplane/cli/client.h"
 
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 
@@ -30,6 +31,22 @@ bool IsLoopback(const std::string& server) {
   return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
 }
 
+// The contents of a PEM file given by `flag`, or nullopt after telling `err` why not.
+std::optional<std::string> ReadPem(const std::string& path, const char* flag, std::ostream& err) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in.is_open()) {
+    err << "flexctl: cannot read " << flag << " " << path << "\n";
+    return std::nullopt;
+  }
+  std::ostringstream pem;
+  pem << in.rdbuf();
+  if (pem.str().find("-----BEGIN ") == std::string::npos) {
+    err << "flexctl: " << flag << " " << path << " holds no PEM data\n";
+    return std::nullopt;
+  }
+  return pem.str();
+}
+
 }  // namespace
 
 std::unique_ptr<Client> Client::Connect(const Invocation& inv, std::ostream& err) {
@@ -54,6 +71,17 @@ std::unique_ptr<Client> Client::Connect(const Invocation& inv, std::ostream& err
         return nullptr;
       }
       ssl.pem_root_certs = pem.str();
+    }
+    if (inv.cert_file.empty() != inv.key_file.empty()) {
+      err << "flexctl: --cert-file and --key-file must be given together\n";
+      return nullptr;
+    }
+    if (!inv.cert_file.empty()) {
+      auto cert = ReadPem(inv.cert_file, "--cert-file", err);
+      auto key = ReadPem(inv.key_file, "--key-file", err);
+      if (!cert || !key) return nullptr;
+      ssl.pem_cert_chain = *std::move(cert);
+      ssl.pem_private_key = *std::move(key);
     }
     credentials = grpc::SslCredentials(ssl);
   } else {

@@ -42,6 +42,8 @@ const std::vector<OptionSpec>& GlobalOptions() {
       {"--timeout", "", "DURATION", "per-request deadline such as 15s (default 15s)"},
       {"--tls", "", "", "connect with TLS, verifying the server (default: plaintext)"},
       {"--ca-file", "", "FILE", "PEM roots to verify the server with (implies --tls)"},
+      {"--cert-file", "", "FILE", "PEM client certificate for mTLS (implies --tls; with --key-file)"},
+      {"--key-file", "", "FILE", "PEM private key of --cert-file"},
       {"--help", "-h", "", "show help (flexctl COMMAND --help for one command)"},
   };
   return *options;
@@ -290,6 +292,14 @@ absl::Status Apply(const std::string& name, const std::string& value, Invocation
   } else if (name == "--ca-file") {
     if (value.empty()) return absl::InvalidArgumentError("--ca-file needs a file name");
     inv->ca_file = value;
+    inv->tls = true;
+  } else if (name == "--cert-file") {
+    if (value.empty()) return absl::InvalidArgumentError("--cert-file needs a file name");
+    inv->cert_file = value;
+    inv->tls = true;
+  } else if (name == "--key-file") {
+    if (value.empty()) return absl::InvalidArgumentError("--key-file needs a file name");
+    inv->key_file = value;
     inv->tls = true;
   } else if (name == "--base-version") {
     uint64_t v;

@@ -50,6 +50,9 @@ struct Invocation {
   absl::Duration timeout = absl::Seconds(15);
   bool tls = false;     // --tls, or implied by --ca-file
   std::string ca_file;  // PEM roots for TLS; empty = the system's roots
+  // Client certificate and key (PEM) for a control plane that requires mTLS; both or neither.
+  std::string cert_file;
+  std::string key_file;
   bool help = false;
   // With help: the command (or command group such as "keys") to explain; empty = everything.
   std::string help_topic;

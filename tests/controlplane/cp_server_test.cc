@@ -600,7 +600,9 @@ TEST_CASE("A database restart makes RPCs fail with UNAVAILABLE and then the cont
     return HttpGet(cp->admin_port, "/health/ready").find("200 OK") != std::string::npos;
   }, absl::Seconds(15)));
   // Pooled connections broken by the restart are re-established on use.
-  REQUIRE(cp->Apply(MakeConfig(8082), &r).ok());
+  grpc::Status after = cp->Apply(MakeConfig(8082), &r);
+  INFO(after.error_message());
+  REQUIRE(after.ok());
   CHECK(r.version() == 2);
   // The listener reconnected too: the open stream gets the new version.
   CHECK(agent.Next().version() == 2);
