@@ -11,6 +11,8 @@
 #include "dataplane/proxy/worker.h"
 
 namespace flexgate::dataplane::internal {
+
+using namespace std::string_view_literals;  // literal appends without strlen
 namespace {
 
 // Back-pressure: stop reading from one side while the other side's unsent bytes exceed the high
@@ -25,11 +27,6 @@ constexpr std::string_view kVia = "1.1 flexgate";
 // Request bodies up to this size are kept while they stream, so that a retry can send them again;
 // a larger body makes the request non-retriable once it starts streaming.
 constexpr size_t kMaxReplayBody = 64 * 1024;
-
-uint64_t ToMs(absl::Duration d) {
-  int64_t ms = absl::ToInt64Milliseconds(d);
-  return ms > 0 ? static_cast<uint64_t>(ms) : 1;
-}
 
 DownstreamConn* Self(llhttp_t* p) { return static_cast<DownstreamConn*>(p->data); }
 
@@ -129,7 +126,7 @@ void DownstreamConn::Start(const tls::TlsServerContext* tls) {
   UpdateReading();
   // The first request head must arrive within the header timeout. On a TLS listener the
   // handshake runs inside that same budget: a client that never finishes it is closed then.
-  StartTimer(ToMs(worker_->limits().header_timeout), OnTimer);
+  SetTimeout(worker_->header_timeout_ms());
 }
 
 void DownstreamConn::OnTlsHandshakeDone() {
@@ -213,7 +210,7 @@ void DownstreamConn::OnData(ssize_t nread, const char* data) {
       read_blocked_ = true;
       UpdateReading();
     }
-    StartTimer(ToMs(worker_->limits().idle_timeout), OnTimer);
+    SetTimeout(worker_->idle_timeout_ms());
     return;
   }
   if (nread < 0) {
@@ -271,9 +268,12 @@ void DownstreamConn::Process(const char* data, size_t len) {
 int DownstreamConn::OnMessageBegin() {
   phase_ = Phase::kHeaders;
   saw_request_bytes_ = true;
-  head_.clear();
-  spans_.clear();
-  header_views_.clear();
+  // Request buffers are held only while a request is in progress: an idle keep-alive
+  // connection owns none (see Worker::AcquireRequestState).
+  if (rq_ == nullptr) rq_ = worker_->AcquireRequestState();
+  rq_->head.clear();
+  rq_->spans.clear();
+  rq_->header_views.clear();
   url_len_ = 0;
   new_field_ = true;
   in_value_piece_ = false;
@@ -284,17 +284,17 @@ int DownstreamConn::OnMessageBegin() {
   retried_ = head_request_ = expect_continue_ = false;
   idempotent_ = replayable_ = upgrade_requested_ = false;
   attempts_ = 0;
-  replay_.clear();
-  last_error_.clear();
+  rq_->replay.clear();
+  rq_->last_error.clear();
   last_error_status_ = 503;
   try_deadline_ = 0;
   request_deadline_ = 0;  // set once the request goes upstream
-  StartTimer(ToMs(worker_->limits().header_timeout), OnTimer);
+  SetTimeout(worker_->header_timeout_ms());
   return 0;
 }
 
 int DownstreamConn::OnUrl(const char* at, size_t n) {
-  head_.append(at, n);
+  rq_->head.append(at, n);
   url_len_ += static_cast<uint32_t>(n);
   header_bytes_ += n;
   if (header_bytes_ > worker_->limits().max_header_bytes) {
@@ -306,12 +306,12 @@ int DownstreamConn::OnUrl(const char* at, size_t n) {
 
 int DownstreamConn::OnHeaderField(const char* at, size_t n) {
   if (new_field_) {
-    spans_.push_back({static_cast<uint32_t>(head_.size()), 0, 0, 0});
+    rq_->spans.push_back({static_cast<uint32_t>(rq_->head.size()), 0, 0, 0});
     new_field_ = false;
     header_bytes_ += 4;  // ": " and CRLF
   }
-  head_.append(at, n);
-  spans_.back().name_len += static_cast<uint32_t>(n);
+  rq_->head.append(at, n);
+  rq_->spans.back().name_len += static_cast<uint32_t>(n);
   header_bytes_ += n;
   if (header_bytes_ > worker_->limits().max_header_bytes) {
     WorkerStats::Add(worker_->mutable_stats().bad_requests);
@@ -321,7 +321,7 @@ int DownstreamConn::OnHeaderField(const char* at, size_t n) {
 }
 
 int DownstreamConn::OnHeaderFieldComplete() {
-  spans_.back().value_off = static_cast<uint32_t>(head_.size());
+  rq_->spans.back().value_off = static_cast<uint32_t>(rq_->head.size());
   return 0;
 }
 
@@ -340,8 +340,8 @@ int DownstreamConn::OnHeaderValue(const char* at, size_t n) {
   in_value_piece_ = true;
   value_end_ = at + n;
   value_piece_at_buf_end_ = value_end_ == buf_end_;
-  head_.append(at, n);
-  spans_.back().value_len += static_cast<uint32_t>(n);
+  rq_->head.append(at, n);
+  rq_->spans.back().value_len += static_cast<uint32_t>(n);
   header_bytes_ += n;
   if (header_bytes_ > worker_->limits().max_header_bytes) {
     WorkerStats::Add(worker_->mutable_stats().bad_requests);
@@ -357,7 +357,7 @@ int DownstreamConn::OnHeaderValueComplete() {
 }
 
 std::string_view DownstreamConn::HeaderValue(std::string_view name) const {
-  for (const auto& h : header_views_) {
+  for (const auto& h : rq_->header_views) {
     if (HeaderNameEquals(h.first, name)) return h.second;
   }
   return {};
@@ -382,7 +382,7 @@ void SplitTarget(std::string_view url, size_t* start, bool* missing_path) {
 }  // namespace
 
 std::string_view DownstreamConn::RequestPath() const {
-  std::string_view url(head_.data(), url_len_);
+  std::string_view url(rq_->head.data(), url_len_);
   size_t start;
   bool missing;
   SplitTarget(url, &start, &missing);
@@ -399,13 +399,13 @@ int DownstreamConn::OnHeadersComplete() {
   http_minor_ = parser_.http_minor;
   head_request_ = parser_.method == HTTP_HEAD;
   client_keep_alive_ = llhttp_should_keep_alive(&parser_) != 0;
-  header_views_.clear();
+  rq_->header_views.clear();
   int hosts = 0;
-  for (const auto& s : spans_) {
-    std::string_view name(head_.data() + s.name_off, s.name_len);
-    std::string_view value(head_.data() + s.value_off, s.value_len);
+  for (const auto& s : rq_->spans) {
+    std::string_view name(rq_->head.data() + s.name_off, s.name_len);
+    std::string_view value(rq_->head.data() + s.value_off, s.value_len);
     while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
-    header_views_.emplace_back(name, value);
+    rq_->header_views.emplace_back(name, value);
     if (HeaderNameEquals(name, "host")) ++hosts;
     if (HeaderNameEquals(name, "expect")) {
       if (!HeaderNameEquals(value, "100-continue")) {
@@ -432,7 +432,7 @@ int DownstreamConn::OnHeadersComplete() {
     std::string_view upgrade = HeaderValue("upgrade");
     if (TokenListContains(upgrade, "websocket")) {
       upgrade_requested_ = true;
-      upgrade_value_.assign(upgrade.data(), upgrade.size());
+      rq_->upgrade_value.assign(upgrade.data(), upgrade.size());
     }
   }
   parser_.upgrade = 0;
@@ -456,30 +456,30 @@ int DownstreamConn::OnBody(const char* at, size_t n) {
   }
   if (discard_body_ || up_ == nullptr) return 0;
   if (req_chunked_) {
-    out_.clear();
-    AppendChunkHeader(out_, n);
-    uv_buf_t bufs[3] = {uv_buf_init(out_.data(), static_cast<unsigned>(out_.size())),
+    worker_->out_scratch().clear();
+    AppendChunkHeader(worker_->out_scratch(), n);
+    uv_buf_t bufs[3] = {uv_buf_init(worker_->out_scratch().data(), static_cast<unsigned>(worker_->out_scratch().size())),
                         uv_buf_init(const_cast<char*>(at), static_cast<unsigned>(n)),
                         uv_buf_init(const_cast<char*>("\r\n"), 2)};
     up_->Write(bufs, 3);
     if (replayable_) {
-      if (replay_.size() + out_.size() + n + 2 > kMaxReplayBody) {
+      if (rq_->replay.size() + worker_->out_scratch().size() + n + 2 > kMaxReplayBody) {
         replayable_ = false;
-        std::string().swap(replay_);
+        std::string().swap(rq_->replay);
       } else {
-        replay_.append(out_);
-        replay_.append(at, n);
-        replay_.append("\r\n");
+        rq_->replay.append(worker_->out_scratch());
+        rq_->replay.append(at, n);
+        rq_->replay.append("\r\n"sv);
       }
     }
   } else {
     up_->Write(std::string_view(at, n));
     if (replayable_) {
-      if (replay_.size() + n > kMaxReplayBody) {
+      if (rq_->replay.size() + n > kMaxReplayBody) {
         replayable_ = false;
-        std::string().swap(replay_);
+        std::string().swap(rq_->replay);
       } else {
-        replay_.append(at, n);
+        rq_->replay.append(at, n);
       }
     }
   }
@@ -494,7 +494,7 @@ int DownstreamConn::OnMessageComplete() {
   request_done_ = true;
   if (req_chunked_ && up_ != nullptr && !discard_body_) {
     up_->Write("0\r\n\r\n");
-    if (replayable_) replay_.append("0\r\n\r\n");
+    if (replayable_) rq_->replay.append("0\r\n\r\n"sv);
   }
   if (response_done_) {
     FinishExchange();
@@ -515,7 +515,7 @@ int DownstreamConn::Dispatch() {
   rr.host = HeaderValue("host");
   rr.path = path;
   rr.method = llhttp_method_name(static_cast<llhttp_method_t>(parser_.method));
-  rr.headers = header_views_;
+  rr.headers = rq_->header_views;
   route_ = table.Match(rr);
   if (route_ == nullptr) return SendLocal(404, "no route matched\n", false);
 
@@ -541,10 +541,10 @@ int DownstreamConn::Dispatch() {
       } else {
         location.append(r.path());
       }
-      std::string_view url(head_.data(), url_len_);
+      std::string_view url(rq_->head.data(), url_len_);
       size_t q = url.find('?');
       if (!r.strip_query() && q != std::string_view::npos) location.append(url.substr(q));
-      location.append("\r\n");
+      location.append("\r\n"sv);
       return SendLocal(static_cast<int>(r.status()), "", false, location);
     }
     case CompiledRoute::ActionKind::kCluster:
@@ -578,7 +578,7 @@ int DownstreamConn::Dispatch() {
   replayable_ = route_->retry.enabled() && idempotent_;
   BuildUpstreamHead(cluster);
   request_timeout_ms_ =
-      route_->timeout_ms != 0 ? route_->timeout_ms : ToMs(worker_->limits().request_timeout);
+      route_->timeout_ms != 0 ? route_->timeout_ms : worker_->request_timeout_ms();
   request_deadline_ = worker_->now_ms() + request_timeout_ms_;
   try_deadline_ = 0;
   ArmTimer();
@@ -593,11 +593,11 @@ int DownstreamConn::Dispatch() {
 void DownstreamConn::BuildUpstreamHead(const CompiledCluster& cluster) {
   (void)cluster;
   const CompiledHeaderEdits& edits = route_->request_headers;
-  std::string& h = up_head_;
+  std::string& h = rq_->up_head;
   h.clear();
   h.append(llhttp_method_name(static_cast<llhttp_method_t>(parser_.method)));
   h.push_back(' ');
-  std::string_view url(head_.data(), url_len_);
+  std::string_view url(rq_->head.data(), url_len_);
   // The origin-form target: absolute-form loses its scheme and authority (the Host header
   // carries the authority), and a missing path becomes "/".
   size_t start;
@@ -620,24 +620,27 @@ void DownstreamConn::BuildUpstreamHead(const CompiledCluster& cluster) {
   } else {
     h.append(target);
   }
-  h.append(" HTTP/1.1\r\n");
+  h.append(" HTTP/1.1\r\n"sv);
 
   std::string_view connection_tokens;
   std::string_view xff, via;
   bool has_request_id = false;
   int traceparents = 0;
   bool trace_valid = false;
-  for (const auto& [name, value] : header_views_) {
+  for (const auto& [name, value] : rq_->header_views) {
     if (HeaderNameEquals(name, "connection")) connection_tokens = value;
     if (HeaderNameEquals(name, "traceparent")) {
       ++traceparents;
       trace_valid = ValidTraceparent(value);
     }
   }
+  // "Connection: keep-alive" names no header that is not dropped anyway: skip the per-header
+  // token search.
+  if (NamesOnlyHopByHopHeaders(connection_tokens)) connection_tokens = {};
   // One valid traceparent is propagated unchanged; none, several or a malformed one start a new
   // trace (and a tracestate without a valid parent is meaningless, so it goes too).
   trace_valid = trace_valid && traceparents == 1;
-  for (const auto& [name, value] : header_views_) {
+  for (const auto& [name, value] : rq_->header_views) {
     if (IsHopByHopHeader(name)) continue;
     if (!connection_tokens.empty() && TokenListContains(connection_tokens, name)) continue;
     if (!edits.empty() && edits.Drops(name)) continue;
@@ -659,53 +662,53 @@ void DownstreamConn::BuildUpstreamHead(const CompiledCluster& cluster) {
       continue;
     }
     h.append(name.data(), name.size());
-    h.append(": ");
+    h.append(": "sv);
     h.append(value.data(), value.size());
-    h.append("\r\n");
+    h.append("\r\n"sv);
   }
-  h.append("x-forwarded-for: ");
+  h.append("x-forwarded-for: "sv);
   if (!xff.empty()) {
     h.append(xff.data(), xff.size());
-    h.append(", ");
+    h.append(", "sv);
   }
   h.append(client_ip_);
   h.append(tls_ != nullptr ? "\r\nx-forwarded-proto: https\r\n" : "\r\nx-forwarded-proto: http\r\n");
   std::string_view host = HeaderValue("host");
   if (!host.empty()) {
-    h.append("x-forwarded-host: ");
+    h.append("x-forwarded-host: "sv);
     h.append(host.data(), host.size());
-    h.append("\r\n");
+    h.append("\r\n"sv);
   }
-  h.append("via: ");
+  h.append("via: "sv);
   if (!via.empty()) {
     h.append(via.data(), via.size());
-    h.append(", ");
+    h.append(", "sv);
   }
   h.append(kVia);
-  h.append("\r\n");
+  h.append("\r\n"sv);
   if (!has_request_id) {
-    h.append("x-request-id: ");
+    h.append("x-request-id: "sv);
     worker_->NewRequestId(h);
-    h.append("\r\n");
+    h.append("\r\n"sv);
   }
   if (!trace_valid) {
     // A new trace: random trace id and span id. Flagged sampled, so that services behind the
     // proxy that record traces keep doing so when the proxy starts the trace.
-    h.append("traceparent: 00-");
+    h.append("traceparent: 00-"sv);
     worker_->AppendRandomHex(h, 16);
     h.push_back('-');
     worker_->AppendRandomHex(h, 8);
-    h.append("-01\r\n");
+    h.append("-01\r\n"sv);
   }
   if (upgrade_requested_) {
-    h.append("connection: upgrade\r\nupgrade: ");
-    h.append(upgrade_value_);
-    h.append("\r\n");
+    h.append("connection: upgrade\r\nupgrade: "sv);
+    h.append(rq_->upgrade_value);
+    h.append("\r\n"sv);
   }
   for (const auto& [name, value] : edits.set) absl::StrAppend(&h, name, ": ", value, "\r\n");
   for (const auto& [name, value] : edits.add) absl::StrAppend(&h, name, ": ", value, "\r\n");
-  if (req_chunked_) h.append("transfer-encoding: chunked\r\n");
-  h.append("\r\n");
+  if (req_chunked_) h.append("transfer-encoding: chunked\r\n"sv);
+  h.append("\r\n"sv);
 }
 
 uint32_t DownstreamConn::PickEndpoint(bool is_retry, int avoid) {
@@ -771,9 +774,9 @@ bool DownstreamConn::StartUpstream(bool is_retry, bool fresh, std::string_view* 
       worker_->AcquireUpstream(cl, cl.endpoints[e], state.counters, fresh, &err, &overflow);
   if (up == nullptr) {
     WorkerStats::Add(worker_->mutable_stats().circuit_breaker_rejections);
-    last_error_ = absl::StrCat("upstream overflow: circuit breaker ", overflow, " (per worker) ",
+    rq_->last_error = absl::StrCat("upstream overflow: circuit breaker ", overflow, " (per worker) ",
                                "reached for cluster ", cl.name, "\n");
-    *why = last_error_;
+    *why = rq_->last_error;
     return false;
   }
   if (err != 0) {
@@ -781,9 +784,9 @@ bool DownstreamConn::StartUpstream(bool is_retry, bool fresh, std::string_view* 
     up->Close();
     RecordOutcome(e, 0, true);
     if (cl.endpoints[e].addr_len == 0) {
-      last_error_ = absl::StrCat("upstream endpoint ", cl.endpoints[e].key,
+      rq_->last_error = absl::StrCat("upstream endpoint ", cl.endpoints[e].key,
                                  " has no address: ", cl.endpoints[e].resolve_error, "\n");
-      *why = last_error_;
+      *why = rq_->last_error;
     } else {
       *why = "upstream connect error: cannot start a connection\n";
     }
@@ -795,8 +798,8 @@ bool DownstreamConn::StartUpstream(bool is_retry, bool fresh, std::string_view* 
   counted_active_ = true;
   ++attempts_;
   WorkerStats::Add(worker_->mutable_stats().upstream_requests_total);
-  up->Write(up_head_);
-  if (!replay_.empty()) up->Write(replay_);
+  up->Write(rq_->up_head);
+  if (!rq_->replay.empty()) up->Write(rq_->replay);
   if (route_->retry.per_try_timeout_ms != 0) {
     try_deadline_ = worker_->now_ms() + route_->retry.per_try_timeout_ms;
     ArmTimer();
@@ -808,7 +811,7 @@ void DownstreamConn::ArmTimer() {
   uint64_t now = worker_->now_ms();
   uint64_t deadline = request_deadline_;
   if (try_deadline_ != 0 && try_deadline_ < deadline) deadline = try_deadline_;
-  StartTimer(deadline > now ? deadline - now : 1, OnTimer);
+  SetTimeout(deadline > now ? deadline - now : 1);
 }
 
 void DownstreamConn::RecordOutcome(uint32_t endpoint, int status, bool connect_failure) {
@@ -851,7 +854,7 @@ void DownstreamConn::Retry() {
   }
   std::string_view why;
   if (StartUpstream(true, false, &why)) return;
-  std::string body = last_error_;
+  std::string body = rq_->last_error;
   if (body.empty() || body.back() != '\n') body.push_back('\n');
   SendLocal(last_error_status_, body, false);
 }
@@ -883,10 +886,10 @@ int DownstreamConn::SendLocal(int status, std::string_view body, bool close, std
   }
   close = close || close_after_ || draining_ || !client_keep_alive_;
   if (close) close_after_ = true;
-  out_.clear();
-  AppendSimpleResponse(out_, status, body, close, extra, head_request_, content_type);
-  WorkerStats::Add(worker_->mutable_stats().bytes_sent, out_.size());
-  Write(out_);
+  worker_->out_scratch().clear();
+  AppendSimpleResponse(worker_->out_scratch(), status, body, close, extra, head_request_, content_type);
+  WorkerStats::Add(worker_->mutable_stats().bytes_sent, worker_->out_scratch().size());
+  Write(worker_->out_scratch());
   RecordStatus(status);
   response_started_ = true;
   // Any request body still to come is read and dropped, keeping the connection in sync.
@@ -900,10 +903,10 @@ int DownstreamConn::Fail(int status, std::string_view body) {
   client_keep_alive_ = false;
   if (!response_started_) {
     close_after_ = true;
-    out_.clear();
-    AppendSimpleResponse(out_, status, body, true, {}, false);
-    WorkerStats::Add(worker_->mutable_stats().bytes_sent, out_.size());
-    Write(out_);
+    worker_->out_scratch().clear();
+    AppendSimpleResponse(worker_->out_scratch(), status, body, true, {}, false);
+    WorkerStats::Add(worker_->mutable_stats().bytes_sent, worker_->out_scratch().size());
+    Write(worker_->out_scratch());
     RecordStatus(status);
     response_started_ = response_done_ = true;
   }
@@ -929,7 +932,7 @@ void DownstreamConn::OnUpstreamHeaders(UpstreamConn* up) {
     up_ = nullptr;
     up->Abandon();
     last_error_status_ = status;
-    last_error_ = absl::StrCat("upstream answered ", status, " after ", attempts_, " attempts");
+    rq_->last_error = absl::StrCat("upstream answered ", status, " after ", attempts_, " attempts");
     Retry();
     return;
   }
@@ -952,20 +955,21 @@ void DownstreamConn::OnUpstreamHeaders(UpstreamConn* up) {
   }
   if (close) close_after_ = true;
   const CompiledHeaderEdits& edits = route_->response_headers;
-  std::string& o = out_;
+  std::string& o = worker_->out_scratch();
   o.clear();
-  o.append("HTTP/1.1 ");
+  o.append("HTTP/1.1 "sv);
   AppendDecimal(o, static_cast<uint64_t>(status));
   o.push_back(' ');
   std::string_view reason = up->reason();
   if (reason.empty()) reason = ReasonPhrase(status);
   o.append(reason.data(), reason.size());
-  o.append("\r\n");
+  o.append("\r\n"sv);
   std::string_view connection_tokens, via, upgrade;
   for (const auto& [name, value] : up->headers()) {
     if (HeaderNameEquals(name, "connection")) connection_tokens = value;
     if (HeaderNameEquals(name, "upgrade")) upgrade = value;
   }
+  if (NamesOnlyHopByHopHeaders(connection_tokens)) connection_tokens = {};
   for (const auto& [name, value] : up->headers()) {
     if (IsHopByHopHeader(name)) continue;
     if (!connection_tokens.empty() && TokenListContains(connection_tokens, name)) continue;
@@ -975,30 +979,30 @@ void DownstreamConn::OnUpstreamHeaders(UpstreamConn* up) {
       continue;
     }
     o.append(name.data(), name.size());
-    o.append(": ");
+    o.append(": "sv);
     o.append(value.data(), value.size());
-    o.append("\r\n");
+    o.append("\r\n"sv);
   }
-  o.append("via: ");
+  o.append("via: "sv);
   if (!via.empty()) {
     o.append(via.data(), via.size());
-    o.append(", ");
+    o.append(", "sv);
   }
   o.append(kVia);
-  o.append("\r\n");
+  o.append("\r\n"sv);
   for (const auto& [name, value] : edits.set) absl::StrAppend(&o, name, ": ", value, "\r\n");
   for (const auto& [name, value] : edits.add) absl::StrAppend(&o, name, ": ", value, "\r\n");
-  if (resp_chunked_) o.append("transfer-encoding: chunked\r\n");
+  if (resp_chunked_) o.append("transfer-encoding: chunked\r\n"sv);
   if (tunnel) {
-    o.append("connection: upgrade\r\nupgrade: ");
-    o.append(upgrade.empty() ? std::string_view(upgrade_value_) : upgrade);
-    o.append("\r\n");
+    o.append("connection: upgrade\r\nupgrade: "sv);
+    o.append(upgrade.empty() ? std::string_view(rq_->upgrade_value) : upgrade);
+    o.append("\r\n"sv);
   } else if (close) {
-    o.append("connection: close\r\n");
+    o.append("connection: close\r\n"sv);
   } else if (http_minor_ == 0) {
-    o.append("connection: keep-alive\r\n");
+    o.append("connection: keep-alive\r\n"sv);
   }
-  o.append("\r\n");
+  o.append("\r\n"sv);
   WorkerStats::Add(worker_->mutable_stats().bytes_sent, o.size());
   Write(o);
   RecordStatus(status);
@@ -1012,7 +1016,7 @@ void DownstreamConn::StartTunnel() {
   WorkerStats::Add(st.upgrades_active);
   // From here on the timer is an idle timeout, restarted by traffic in either direction.
   try_deadline_ = 0;
-  StartTimer(ToMs(worker_->limits().idle_timeout), OnTimer);
+  SetTimeout(worker_->idle_timeout_ms());
   if (!pending_in_.empty() && up_ != nullptr) {
     // Bytes the client sent right behind the upgrade request belong to the new protocol.
     up_->Write(pending_in_);
@@ -1028,7 +1032,7 @@ void DownstreamConn::OnTunnelData(const char* data, size_t len) {
   Write(std::string_view(data, len));
   WorkerStats::Add(worker_->mutable_stats().bytes_sent, len);
   if (up_ != nullptr && write_queue_size() > kHighWatermark) up_->StopReading();
-  StartTimer(ToMs(worker_->limits().idle_timeout), OnTimer);
+  SetTimeout(worker_->idle_timeout_ms());
 }
 
 void DownstreamConn::OnTunnelClosed() {
@@ -1041,9 +1045,9 @@ void DownstreamConn::OnTunnelClosed() {
 void DownstreamConn::OnUpstreamBody(const char* data, size_t len) {
   if (closing_ || resp_no_body_ || len == 0) return;
   if (resp_chunked_) {
-    out_.clear();
-    AppendChunkHeader(out_, len);
-    uv_buf_t bufs[3] = {uv_buf_init(out_.data(), static_cast<unsigned>(out_.size())),
+    worker_->out_scratch().clear();
+    AppendChunkHeader(worker_->out_scratch(), len);
+    uv_buf_t bufs[3] = {uv_buf_init(worker_->out_scratch().data(), static_cast<unsigned>(worker_->out_scratch().size())),
                         uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(len)),
                         uv_buf_init(const_cast<char*>("\r\n"), 2)};
     Write(bufs, 3);
@@ -1089,7 +1093,7 @@ void DownstreamConn::OnUpstreamError(UpstreamConn* up, int status, std::string_v
   Kind kind = up->failure_kind();
   if (!stale) RecordOutcome(endpoint_, 502, kind == Kind::kConnect);
   last_error_status_ = status;
-  last_error_.assign(message.data(), message.size());
+  rq_->last_error.assign(message.data(), message.size());
   const CompiledRetryPolicy& p = route_->retry;
   bool retriable = (kind == Kind::kConnect && p.on_connect_failure) ||
                    ((kind == Kind::kReset || kind == Kind::kProtocol) && p.on_reset);
@@ -1142,11 +1146,12 @@ void DownstreamConn::FinishExchange() {
   ReleaseTable();
   route_ = nullptr;
   phase_ = Phase::kIdle;
+  worker_->ReleaseRequestState(std::move(rq_));
   if (close_after_ || draining_) {
     CloseAfterFlush();
     return;
   }
-  StartTimer(ToMs(worker_->limits().idle_timeout), OnTimer);
+  SetTimeout(worker_->idle_timeout_ms());
 }
 
 void DownstreamConn::ResumePending() {
@@ -1179,6 +1184,7 @@ void DownstreamConn::CloseAfterFlush() {
   }
   // close_notify goes out after the last response bytes and before the FIN.
   if (tls_ != nullptr) SendCloseNotify();
+  Uncork();  // the FIN follows every byte written so far
   auto* req = new uv_shutdown_t;
   req->data = this;
   int rc = uv_shutdown(req, stream(), [](uv_shutdown_t* r, int) {
@@ -1191,12 +1197,29 @@ void DownstreamConn::CloseAfterFlush() {
     Close();
     return;
   }
-  StartTimer(kLingerMs, OnTimer);
+  SetTimeout(kLingerMs);
+}
+
+void DownstreamConn::SetTimeout(uint64_t ms) {
+  uint64_t due = worker_->now_ms() + ms;
+  timeout_due_ = due;
+  // An armed timer that fires no later than the new due time is kept: it re-arms itself for the
+  // rest when it fires (OnTimer). A keep-alive exchange moves its deadline three times (header,
+  // request, idle), so this saves two or three timer-heap updates per request.
+  if (timer_armed_due_ != 0 && timer_armed_due_ <= due) return;
+  timer_armed_due_ = due;
+  StartTimer(ms, OnTimer);
 }
 
 void DownstreamConn::OnTimer(uv_timer_t* t) {
   auto* c = static_cast<DownstreamConn*>(t->data);
+  c->timer_armed_due_ = 0;
   if (c->closing_) return;
+  uint64_t fired_at = c->worker_->now_ms();
+  if (fired_at < c->timeout_due_) {
+    c->SetTimeout(c->timeout_due_ - fired_at);
+    return;
+  }
   if (c->shutdown_started_) {
     c->Close();
     return;
@@ -1234,7 +1257,7 @@ void DownstreamConn::OnTimer(uv_timer_t* t) {
           u->Abandon();
         }
         c->last_error_status_ = 504;
-        c->last_error_ = "upstream per-try timeout";
+        c->rq_->last_error = "upstream per-try timeout";
         const CompiledRetryPolicy& p = c->route_->retry;
         if ((p.on_5xx || p.on_gateway_error || p.on_reset) && c->MayRetry()) {
           c->Retry();
@@ -1270,6 +1293,7 @@ void DownstreamConn::OnClose() {
   }
   EndActiveCount();
   ReleaseTable();
+  worker_->ReleaseRequestState(std::move(rq_));
   if (started_) WorkerStats::Sub(worker_->mutable_stats().downstream_connections_active);
   worker_->Forget(this);
 }

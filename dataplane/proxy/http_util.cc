@@ -3,19 +3,8 @@
 #include <cstring>
 
 namespace flexgate::dataplane {
-namespace {
 
-inline char Lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
-
-}  // namespace
-
-bool HeaderNameEquals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (Lower(a[i]) != Lower(b[i])) return false;
-  }
-  return true;
-}
+using namespace std::string_view_literals;  // literal appends without strlen
 
 bool IsHopByHopHeader(std::string_view name) {
   // Dispatch on length first: this runs for every header of every message.
@@ -40,6 +29,15 @@ bool TokenListContains(std::string_view list, std::string_view token) {
     if (HeaderNameEquals(t, token)) found = true;
   });
   return found;
+}
+
+bool NamesOnlyHopByHopHeaders(std::string_view list) {
+  bool any = false, only = true;
+  ForEachToken(list, [&](std::string_view t) {
+    any = true;
+    if (!IsHopByHopHeader(t)) only = false;
+  });
+  return any && only;
 }
 
 std::string_view ReasonPhrase(int status) {
@@ -105,22 +103,22 @@ void AppendChunkHeader(std::string& out, uint64_t size) {
 void AppendSimpleResponse(std::string& out, int status, std::string_view body, bool close,
                           std::string_view extra_headers, bool head_only,
                           std::string_view content_type) {
-  out.append("HTTP/1.1 ");
+  out.append("HTTP/1.1 "sv);
   AppendDecimal(out, static_cast<uint64_t>(status));
   out.push_back(' ');
   out.append(ReasonPhrase(status));
-  out.append("\r\n");
+  out.append("\r\n"sv);
   bool bodyless = status == 204 || status == 304 || status < 200;
   if (!bodyless) {
-    out.append("content-type: ");
+    out.append("content-type: "sv);
     out.append(content_type);
-    out.append("\r\ncontent-length: ");
+    out.append("\r\ncontent-length: "sv);
     AppendDecimal(out, body.size());
-    out.append("\r\n");
+    out.append("\r\n"sv);
   }
-  if (close) out.append("connection: close\r\n");
+  if (close) out.append("connection: close\r\n"sv);
   out.append(extra_headers);
-  out.append("\r\n");
+  out.append("\r\n"sv);
   if (!head_only && !bodyless) out.append(body);
 }
 

@@ -9,8 +9,22 @@
 
 namespace flexgate::dataplane {
 
-// ASCII case-insensitive equality (header names, tokens).
-bool HeaderNameEquals(std::string_view a, std::string_view b);
+// ASCII case-insensitive equality (header names, tokens). Inline: it runs several times for
+// every header of every message, mostly against literals of a different length.
+inline bool HeaderNameEquals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    // Setting bit 0x20 lower-cases letters; the compare is exact for letters and for the
+    // characters a header name or token may hold apart from letters (digits, '-', '_', '.').
+    // Anything else falls back to the exact per-character rule below.
+    char x = a[i], y = b[i];
+    if (x == y) continue;
+    if ((x | 0x20) != (y | 0x20)) return false;
+    char lx = static_cast<char>(x | 0x20);
+    if (lx < 'a' || lx > 'z') return false;
+  }
+  return true;
+}
 
 // Hop-by-hop headers that a proxy never forwards (RFC 9110 section 7.6.1), plus the
 // Proxy-* family. Transfer-Encoding is included: the proxy re-frames bodies itself.
@@ -19,6 +33,11 @@ bool IsHopByHopHeader(std::string_view name);
 // True when the comma-separated token list `list` (e.g. a Connection value) contains `token`,
 // case-insensitively.
 bool TokenListContains(std::string_view list, std::string_view token);
+
+// True when every token of a Connection value names a hop-by-hop header (e.g. "keep-alive",
+// "upgrade"), so that searching it for other header names can be skipped. False for an empty
+// list.
+bool NamesOnlyHopByHopHeaders(std::string_view list);
 
 // Calls f(token) for each token of a comma-separated list, trimmed of spaces and tabs.
 template <typename F>

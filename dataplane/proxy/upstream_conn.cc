@@ -219,8 +219,9 @@ void UpstreamConn::Attach(DownstreamConn* down, bool head_request, bool upgrade)
     pending_counted_ = true;
     ++counters_->pending;
   }
-  // A pooled connection's idle timer stops; a fresh one keeps its connect timer running.
-  if (idle_) StopTimer();
+  // A fresh connection keeps its connect timer running. A pooled one leaves its idle timer
+  // armed: it does nothing while the connection is in use (OnIdleTimer), which saves stopping
+  // and restarting it for every request.
   idle_ = false;
   head_request_ = head_request;
   got_bytes_ = false;
@@ -240,7 +241,25 @@ void UpstreamConn::EnterIdle() {
   idle_ = true;
   // Keep reading while idle: an upstream that closes its end is noticed at once.
   StartReading();
-  StartTimer(idle_timeout_ms_, [](uv_timer_t* t) { static_cast<UpstreamConn*>(t->data)->Close(); });
+  idle_due_ = worker_->now_ms() + idle_timeout_ms_;
+  if (!idle_timer_armed_) {
+    idle_timer_armed_ = true;
+    StartTimer(idle_timeout_ms_, OnIdleTimer);
+  }
+}
+
+void UpstreamConn::OnIdleTimer(uv_timer_t* t) {
+  auto* u = static_cast<UpstreamConn*>(t->data);
+  u->idle_timer_armed_ = false;
+  if (u->closing_ || !u->idle_) return;  // in use again: EnterIdle re-arms
+  uint64_t now = u->worker_->now_ms();
+  if (now < u->idle_due_) {
+    // Pooled again since the timer was armed: wait for the rest of the new idle period.
+    u->idle_timer_armed_ = true;
+    u->StartTimer(u->idle_due_ - now, OnIdleTimer);
+    return;
+  }
+  u->Close();
 }
 
 void UpstreamConn::StartReading() {
@@ -306,6 +325,16 @@ void UpstreamConn::OnData(ssize_t nread, const char* data) {
     return;
   }
   got_bytes_ = true;
+  // Everything this read produces for the client (response head, body, chunk framing, and any
+  // local answers to pipelined requests that follow) leaves in as few writes as possible. The
+  // downstream connection outlives this call even if it closes meanwhile (it is freed from the
+  // loop), and closing it flushes what was gathered.
+  struct CorkGuard {
+    Conn* c;
+    ~CorkGuard() {
+      if (c != nullptr) c->Uncork();
+    }
+  } cork{down_->Cork() ? down_ : nullptr};
   llhttp_errno_t err = llhttp_execute(&parser_, data, static_cast<size_t>(nread));
   if (closing_) return;
   if (err == HPE_PAUSED && message_complete_) {

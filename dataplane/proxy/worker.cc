@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <cstring>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -15,6 +17,12 @@ constexpr size_t kReadBufferSize = 64 * 1024;
 // Write requests keep their copy buffer for reuse unless it grew beyond this.
 constexpr size_t kMaxPooledWriteCapacity = 64 * 1024;
 constexpr size_t kMaxPooledWrites = 256;
+// Pooled request buffers: how many, and the largest buffer a pooled one may keep.
+constexpr size_t kMaxPooledRequests = 256;
+constexpr size_t kMaxPooledRequestBytes = 16 * 1024;
+// Gathered bytes of a corked connection; a write that would exceed this goes out at once,
+// together with what was gathered, so that large bodies are never copied just to batch them.
+constexpr size_t kMaxCorked = 16 * 1024;
 
 uint64_t DurationToMs(absl::Duration d) {
   int64_t ms = absl::ToInt64Milliseconds(d);
@@ -72,6 +80,9 @@ Conn::Conn(Worker* worker) : worker_(worker) {
 
 void Conn::Close() {
   if (closing_) return;
+  // Gathered bytes were accepted by Write(): they get the same best-effort direct write an
+  // uncorked write would have had.
+  Uncork();
   // Best effort: a close_notify that fits in the socket buffer tells the peer this end was
   // deliberate; whatever the kernel does not take is dropped with the handle.
   if (tls_ != nullptr) SendCloseNotify();
@@ -84,6 +95,7 @@ void Conn::Close() {
 
 void Conn::ShutdownThenClose() {
   if (closing_) return;
+  Uncork();
   if (tls_ != nullptr) SendCloseNotify();
   if (reading_) {
     uv_read_stop(stream());
@@ -108,6 +120,7 @@ void Conn::ShutdownThenClose() {
 
 void Conn::ShutdownWrite() {
   if (closing_) return;
+  Uncork();
   if (tls_ != nullptr) SendCloseNotify();
   auto* req = new uv_shutdown_t;
   // Runs before the close callback even when the handle closes first (UV_ECANCELED).
@@ -223,7 +236,52 @@ void Conn::ReadTls(ssize_t nread, const uv_buf_t* buf) {
   }
 }
 
+bool Conn::Cork() {
+  if (closing_ || tls_ != nullptr || worker_->corked() != nullptr) return false;
+  worker_->set_corked(this);
+  return true;
+}
+
+void Conn::Uncork() {
+  if (worker_->corked() != this) return;
+  worker_->set_corked(nullptr);
+  std::string& gathered = worker_->cork_buffer();
+  if (gathered.empty()) return;
+  uv_buf_t b = uv_buf_init(gathered.data(), static_cast<unsigned>(gathered.size()));
+  WriteNow(&b, 1);
+  gathered.clear();
+}
+
 bool Conn::WriteRaw(const uv_buf_t* bufs, unsigned n) {
+  if (closing_) return false;
+  if (worker_->corked() != this) return WriteNow(bufs, n);
+  std::string& gathered = worker_->cork_buffer();
+  size_t total = 0;
+  for (unsigned i = 0; i < n; ++i) total += bufs[i].len;
+  if (gathered.size() + total <= kMaxCorked) {
+    for (unsigned i = 0; i < n; ++i) gathered.append(bufs[i].base, bufs[i].len);
+    return true;
+  }
+  if (gathered.empty()) return WriteNow(bufs, n);
+  // Too much to gather: one write of the gathered bytes followed by these buffers.
+  constexpr unsigned kMaxBufs = 8;
+  uv_buf_t all[kMaxBufs];
+  all[0] = uv_buf_init(gathered.data(), static_cast<unsigned>(gathered.size()));
+  unsigned k = 1;
+  bool ok = true;
+  for (unsigned i = 0; i < n; ++i) {
+    if (k == kMaxBufs) {
+      ok = WriteNow(all, k) && ok;
+      k = 0;
+    }
+    all[k++] = bufs[i];
+  }
+  ok = WriteNow(all, k) && ok;
+  gathered.clear();
+  return ok;
+}
+
+bool Conn::WriteNow(const uv_buf_t* bufs, unsigned n) {
   if (closing_) return false;
   size_t total = 0;
   for (unsigned i = 0; i < n; ++i) total += bufs[i].len;
@@ -267,7 +325,12 @@ bool Conn::WriteRaw(const uv_buf_t* bufs, unsigned n) {
 // Worker
 
 Worker::Worker(int id, const ProxyLimits& limits)
-    : id_(id), limits_(limits), read_buf_(new char[kReadBufferSize]) {
+    : id_(id),
+      limits_(limits),
+      header_timeout_ms_(DurationToMs(limits.header_timeout)),
+      idle_timeout_ms_(DurationToMs(limits.idle_timeout)),
+      request_timeout_ms_(DurationToMs(limits.request_timeout)),
+      read_buf_(new char[kReadBufferSize]) {
   std::random_device rd;
   rng_state_ = (static_cast<uint64_t>(rd()) << 32) ^ rd() ^ static_cast<uint64_t>(id) << 17;
 }
@@ -598,32 +661,84 @@ uint64_t Worker::NextRandom() {
   return z ^ (z >> 31);
 }
 
-void Worker::NewRequestId(std::string& out) {
+namespace {
+
+// Writes the 16 hex digits of `v` (lowest nibble first: the bits are random, order is
+// irrelevant) to `out`, two digits per table lookup.
+void HexDigits(uint64_t v, char* out) {
   static constexpr char kHex[] = "0123456789abcdef";
-  uint64_t a = NextRandom(), b = NextRandom();
-  char buf[32];
-  for (int i = 0; i < 16; ++i) {
-    buf[i] = kHex[(a >> (i * 4)) & 0xf];
-    buf[16 + i] = kHex[(b >> (i * 4)) & 0xf];
+  static constexpr auto kPairs = [] {
+    std::array<char, 512> t{};
+    for (int i = 0; i < 256; ++i) {
+      t[2 * i] = kHex[i >> 4];
+      t[2 * i + 1] = kHex[i & 0xf];
+    }
+    return t;
+  }();
+  for (int i = 0; i < 8; ++i) {
+    std::memcpy(out + 2 * i, &kPairs[2 * (v & 0xff)], 2);
+    v >>= 8;
   }
+}
+
+}  // namespace
+
+void Worker::NewRequestId(std::string& out) {
+  char buf[32];
+  HexDigits(NextRandom(), buf);
+  HexDigits(NextRandom(), buf + 16);
   out.append(buf, sizeof(buf));
 }
 
 void Worker::AppendRandomHex(std::string& out, int bytes) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  uint64_t r = 0;
-  for (int i = 0; i < bytes; ++i) {
-    if (i % 8 == 0) r = NextRandom();
-    unsigned char b = static_cast<unsigned char>(r & 0xff);
-    r >>= 8;
-    out.push_back(kHex[b >> 4]);
-    out.push_back(kHex[b & 0xf]);
+  // Formatted in a stack buffer and appended once: this runs for every request that starts a
+  // trace.
+  char buf[64];
+  int n = 0;
+  while (bytes > 0) {
+    int take = std::min(bytes, 8);
+    char digits[16];
+    HexDigits(NextRandom(), digits);
+    if (n + 2 * take > static_cast<int>(sizeof(buf))) {
+      out.append(buf, static_cast<size_t>(n));
+      n = 0;
+    }
+    std::memcpy(buf + n, digits, static_cast<size_t>(2 * take));
+    n += 2 * take;
+    bytes -= take;
   }
+  out.append(buf, static_cast<size_t>(n));
 }
 
 void Worker::AllocShared(uv_handle_t* h, size_t, uv_buf_t* buf) {
   auto* w = static_cast<Worker*>(h->loop->data);
   *buf = uv_buf_init(w->read_buf_.get(), kReadBufferSize);
+}
+
+std::unique_ptr<RequestState> Worker::AcquireRequestState() {
+  if (free_requests_.empty()) return std::make_unique<RequestState>();
+  std::unique_ptr<RequestState> rq = std::move(free_requests_.back());
+  free_requests_.pop_back();
+  return rq;
+}
+
+void Worker::ReleaseRequestState(std::unique_ptr<RequestState> rq) {
+  if (rq == nullptr) return;
+  // Keep enough for the requests in flight at a time; a request that grew a buffer beyond the
+  // usual size gives its memory back.
+  if (free_requests_.size() >= kMaxPooledRequests || rq->head.capacity() > kMaxPooledRequestBytes ||
+      rq->up_head.capacity() > kMaxPooledRequestBytes ||
+      rq->replay.capacity() > kMaxPooledRequestBytes) {
+    return;
+  }
+  rq->head.clear();
+  rq->spans.clear();
+  rq->header_views.clear();
+  rq->up_head.clear();
+  rq->upgrade_value.clear();
+  rq->replay.clear();
+  rq->last_error.clear();
+  free_requests_.push_back(std::move(rq));
 }
 
 Worker::WriteReq* Worker::NewWriteReq() {

@@ -154,6 +154,15 @@ class Conn {
     return Write(&b, 1);
   }
 
+  // Write batching. Between Cork() and Uncork(), small writes are gathered (copied into one
+  // per-worker buffer) and leave as one write when the connection is uncorked, or together with
+  // the first write that would overflow the buffer. A proxied response's head and body (and a
+  // chunked body's framing) then cost one syscall and one TCP segment instead of several.
+  // Only one connection per worker can be corked at a time, and only a plain TCP one: Cork()
+  // returns false (and changes nothing) otherwise. Closing or shutting down uncorks first.
+  bool Cork();
+  void Uncork();
+
  protected:
   virtual void OnClose() {}
   // TLS connections only: decrypted bytes (n > 0, `data` valid until return) or the end of the
@@ -172,8 +181,11 @@ class Conn {
   void FlushTls();
   // Sends close_notify (once, after the handshake) ahead of a FIN or close.
   void SendCloseNotify();
-  // Writes bytes to the socket as they are (ciphertext on TLS connections).
+  // Writes bytes to the socket as they are (ciphertext on TLS connections); gathered while
+  // corked.
   bool WriteRaw(const uv_buf_t* bufs, unsigned n);
+  // Writes now: a direct write first, copying only what the kernel did not take.
+  bool WriteNow(const uv_buf_t* bufs, unsigned n);
   void StartTimer(uint64_t ms, uv_timer_cb cb);
   void StopTimer() { uv_timer_stop(&timer_); }
 
@@ -251,6 +263,7 @@ class UpstreamConn final : public Conn {
   void HandleMessageComplete(bool clean);
   void EndPending();
   static void OnConnect(uv_connect_t* req, int status);
+  static void OnIdleTimer(uv_timer_t* t);
 
   std::string key_;
   std::string pool_key_;
@@ -274,6 +287,8 @@ class UpstreamConn final : public Conn {
   bool upgrade_requested_ = false;
   bool tunnel_ = false;   // after a 101: raw bytes both ways, no more parsing
   bool pending_counted_ = false;  // counted in counters_->pending until connected
+  bool idle_timer_armed_ = false;  // the timer runs OnIdleTimer (see EnterIdle)
+  uint64_t idle_due_ = 0;          // uv_now() ms when an idle connection times out
   FailureKind failure_ = FailureKind::kNone;
   uint32_t requests_ = 0;
 
@@ -289,6 +304,23 @@ class UpstreamConn final : public Conn {
   std::vector<Span> spans_;
   std::vector<std::pair<std::string_view, std::string_view>> header_views_;
   bool new_field_ = true;
+};
+
+// The buffers of one request in progress on a DownstreamConn. Taken from a per-worker pool when
+// a request begins and returned when its exchange ends, so that idle keep-alive connections hold
+// no request memory and busy ones reuse warm buffers without allocating.
+struct RequestState {
+  // The request head, as offsets into `head` (stable while `head` grows).
+  std::string head;
+  struct Span {
+    uint32_t name_off, name_len, value_off, value_len;
+  };
+  std::vector<Span> spans;
+  std::vector<std::pair<std::string_view, std::string_view>> header_views;
+  std::string up_head;        // the upstream request head (kept for retries)
+  std::string upgrade_value;  // the client's Upgrade header, forwarded on tunnel requests
+  std::string replay;         // framed request body bytes, for a retry
+  std::string last_error;     // body of the 5xx answer if retries run out
 };
 
 // One client connection. Requests are handled one at a time (pipelined requests wait, parsed
@@ -351,6 +383,8 @@ class DownstreamConn final : public Conn {
   void RecordOutcome(uint32_t endpoint, int status, bool connect_failure);
   void StartTunnel();
   void ArmTimer();
+  // (Re)sets the connection's one timeout to `ms` from now; OnTimer runs when it passes.
+  void SetTimeout(uint64_t ms);
   void EndRequestCounts();
   void BuildUpstreamHead(const CompiledCluster& cluster);
   void ResponseDone();
@@ -388,9 +422,6 @@ class DownstreamConn final : public Conn {
   bool counted_cluster_ = false;  // counted in ClusterCounters::active
   bool retry_in_flight_ = false;  // counted in ClusterCounters::retries_active
   uint32_t attempts_ = 0;
-  std::string upgrade_value_;     // the client's Upgrade header, forwarded on tunnel requests
-  std::string replay_;            // framed request body bytes, for a retry
-  std::string last_error_;        // body of the 5xx answer if retries run out
   int last_error_status_ = 503;
   uint64_t request_deadline_ = 0;  // uv_now() ms
   uint64_t try_deadline_ = 0;      // uv_now() ms; 0 = no per-try timeout armed
@@ -405,13 +436,8 @@ class DownstreamConn final : public Conn {
   uint64_t body_bytes_ = 0;
   uint64_t max_body_ = 0;
 
-  // The current request head, as offsets into head_ (stable while head_ grows).
-  std::string head_;
-  struct Span {
-    uint32_t name_off, name_len, value_off, value_len;
-  };
-  std::vector<Span> spans_;
-  std::vector<std::pair<std::string_view, std::string_view>> header_views_;
+  // The current request's buffers (null between requests).
+  std::unique_ptr<RequestState> rq_;
   uint32_t url_len_ = 0;
   bool new_field_ = true;
   // obs-fold detection: a header value arriving in two pieces is only legal when the pieces are
@@ -431,9 +457,11 @@ class DownstreamConn final : public Conn {
   uint32_t cluster_ = 0;
   uint32_t endpoint_ = 0;
   UpstreamConn* up_ = nullptr;
-  std::string up_head_;  // the upstream request head (kept for one retry)
-  std::string out_;      // scratch for building what we write
   uint64_t request_timeout_ms_ = 0;
+  // Lazy timer (SetTimeout): when the current timeout is due, and when the armed uv timer fires
+  // (0 = not armed). uv_now() ms.
+  uint64_t timeout_due_ = 0;
+  uint64_t timer_armed_due_ = 0;
 };
 
 // A worker thread's state. Constructed and initialised on the creating thread; from Run() on,
@@ -464,6 +492,10 @@ class Worker {
   // ---- Loop thread only ----
   WorkerStats& mutable_stats() { return stats_; }
   const ProxyLimits& limits() const { return limits_; }
+  // The limits' timeouts in milliseconds (at least 1), converted once.
+  uint64_t header_timeout_ms() const { return header_timeout_ms_; }
+  uint64_t idle_timeout_ms() const { return idle_timeout_ms_; }
+  uint64_t request_timeout_ms() const { return request_timeout_ms_; }
   uv_loop_t* loop() { return &loop_; }
   bool draining() const { return draining_; }
   TableRef* AcquireTable();  // nullptr when no table yet
@@ -503,6 +535,16 @@ class Worker {
   // (WriteRaw copies what the kernel does not take at once).
   std::string& tls_plain_scratch() { return tls_plain_scratch_; }
   std::string& tls_cipher_scratch() { return tls_cipher_scratch_; }
+  // Scratch for building what a connection writes (a response head, a chunk header, a local
+  // answer). Safe to share: Write() consumes it before returning.
+  std::string& out_scratch() { return out_scratch_; }
+  // Per-request buffers (see RequestState), pooled.
+  std::unique_ptr<RequestState> AcquireRequestState();
+  void ReleaseRequestState(std::unique_ptr<RequestState> rq);
+  // Write batching (Conn::Cork): the corked connection, if any, and its gathered bytes.
+  Conn* corked() const { return corked_; }
+  void set_corked(Conn* c) { corked_ = c; }
+  std::string& cork_buffer() { return cork_buf_; }
 
   // Pool of write requests (with their copy buffers) to avoid per-write allocation.
   struct WriteReq {
@@ -530,6 +572,9 @@ class Worker {
 
   int id_;
   ProxyLimits limits_;
+  uint64_t header_timeout_ms_;
+  uint64_t idle_timeout_ms_;
+  uint64_t request_timeout_ms_;
   uv_loop_t loop_;
   uv_async_t async_;
   uv_timer_t drain_timer_;
@@ -562,6 +607,10 @@ class Worker {
   std::unique_ptr<char[]> read_buf_;
   std::string tls_plain_scratch_;
   std::string tls_cipher_scratch_;
+  std::string out_scratch_;
+  std::vector<std::unique_ptr<RequestState>> free_requests_;
+  Conn* corked_ = nullptr;
+  std::string cork_buf_;
   uint64_t rng_state_;
 };
 
