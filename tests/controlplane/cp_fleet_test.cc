@@ -109,7 +109,7 @@ struct Cp {
     auto port = proc->WaitForLogMatch(R"("grpc_port":(\d+))", absl::Seconds(30));
     INFO(proc->LogTail());
     REQUIRE(port.ok());
-    auto admin = proc->WaitForLogMatch(R"("admin_port":(\d+))", absl::Seconds(5));
+    auto admin = proc->WaitForLogMatch(R"("admin_port":(\d+))", absl::Seconds(30));
     REQUIRE(admin.ok());
     REQUIRE(absl::SimpleAtoi(*admin, &admin_port));
     channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", *port),

@@ -95,7 +95,7 @@ class CpProcess {
     auto grpc_port = cp->proc->WaitForLogMatch(R"("grpc_port":(\d+))", absl::Seconds(30));
     INFO(cp->proc->LogTail());
     REQUIRE(grpc_port.ok());
-    auto admin_port = cp->proc->WaitForLogMatch(R"("admin_port":(\d+))", absl::Seconds(5));
+    auto admin_port = cp->proc->WaitForLogMatch(R"("admin_port":(\d+))", absl::Seconds(30));
     REQUIRE(admin_port.ok());
     REQUIRE(absl::SimpleAtoi(*grpc_port, &cp->grpc_port));
     REQUIRE(absl::SimpleAtoi(*admin_port, &cp->admin_port));
@@ -327,7 +327,7 @@ TEST_CASE("Migrations run once and restarts keep data and SIGTERM exits 0 and a 
   {
     // No bootstrap key given: one is generated, printed once, and only its hash is stored.
     auto cp = CpProcess::Start(url, "");
-    auto line = cp->proc->WaitForLogMatch(R"(^\s+(fgk_\S+)\s*$)", absl::Seconds(5));
+    auto line = cp->proc->WaitForLogMatch(R"(^\s+(fgk_\S+)\s*$)", absl::Seconds(30));
     REQUIRE(line.ok());
     auto db = Db(url);
     auto keys = db->Exec("SELECT key_hash FROM api_keys WHERE role = 'admin'");

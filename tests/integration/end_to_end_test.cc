@@ -121,7 +121,7 @@ class LoadClient {
     bool seen_b = false;
     for (int64_t i = 0; !stop_; ++i) {
       if (conn == nullptr || !conn->open()) {
-        auto c = HttpConnection::Connect(port_, absl::Seconds(5));
+        auto c = HttpConnection::Connect(port_, absl::Seconds(20));
         if (!c.ok()) {
           Check(c.status(), "(connect)", "keep-alive");
           continue;
@@ -146,7 +146,7 @@ class LoadClient {
   void FreshConnectionLoop() {
     for (int64_t i = 0; !stop_; ++i) {
       std::string path = absl::StrCat("/load/fresh/", i);
-      if (Check(HttpGet(port_, path, absl::Seconds(5)), path, "fresh") == "B") ++fresh_from_b_;
+      if (Check(HttpGet(port_, path, absl::Seconds(20)), path, "fresh") == "B") ++fresh_from_b_;
       ++fresh_total_;
     }
   }

@@ -21,6 +21,13 @@ using probe::HttpGet;
 using probe::HttpRequest;
 using probe::HttpResponse;
 
+// Generous on purpose: these bound a wait on a live process, and every wait ends as soon as the
+// answer arrives. On a loaded 2-core CI machine (ctest -j2 next to other suites) a proxied
+// request or an admin call can stall for seconds without anything being wrong; a short timeout
+// would turn that stall into a "failed request" or a missed readiness check.
+constexpr absl::Duration kRequestTimeout = absl::Seconds(20);
+constexpr absl::Duration kAdminTimeout = absl::Seconds(10);
+
 // ---------------------------------------------------------------------------------------------
 // LoadGenerator
 
@@ -78,7 +85,7 @@ void LoadGenerator::KeepAliveLoop() {
   std::unique_ptr<HttpConnection> conn;
   for (int64_t i = 0; !stop_; ++i) {
     if (conn == nullptr || !conn->open()) {
-      auto c = HttpConnection::Connect(port_, absl::Seconds(5));
+      auto c = HttpConnection::Connect(port_, kRequestTimeout);
       if (!c.ok()) {
         Record(c.status(), 0, "", "keep-alive connect");
         ++keepalive_;
@@ -100,7 +107,7 @@ void LoadGenerator::KeepAliveLoop() {
 
 void LoadGenerator::FreshLoop() {
   for (int64_t i = 0; !stop_; ++i) {
-    auto r = HttpGet(port_, absl::StrCat("/load/fresh/", i), absl::Seconds(5));
+    auto r = HttpGet(port_, absl::StrCat("/load/fresh/", i), kRequestTimeout);
     if (r.ok()) {
       Record(absl::OkStatus(), r->status, r->body, "fresh");
     } else {
@@ -133,7 +140,7 @@ class CpClient::Impl {
 
   void Prepare(grpc::ClientContext* ctx) const {
     ctx->AddMetadata("authorization", absl::StrCat("Bearer ", key_));
-    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
   }
 
   std::shared_ptr<grpc::Channel> channel_;
@@ -244,7 +251,7 @@ absl::StatusOr<v1::Config> MarkedConfig(const std::vector<uint16_t>& upstream_po
 
 AgentReadiness GetReadiness(uint16_t admin_port) {
   AgentReadiness out;
-  auto r = HttpGet(admin_port, "/health/ready", absl::Seconds(2));
+  auto r = HttpGet(admin_port, "/health/ready", kAdminTimeout);
   if (!r.ok()) return out;
   out.status = r->status;
   out.body = r->body;
@@ -257,7 +264,7 @@ AgentReadiness GetReadiness(uint16_t admin_port) {
 }
 
 absl::StatusOr<uint64_t> GetAgentStat(uint16_t admin_port, absl::string_view name) {
-  auto r = HttpGet(admin_port, "/stats", absl::Seconds(2));
+  auto r = HttpGet(admin_port, "/stats", kAdminTimeout);
   if (!r.ok()) return r.status();
   if (r->status != 200) return absl::UnavailableError(absl::StrCat("/stats: ", r->status));
   for (absl::string_view line : absl::StrSplit(r->body, '\n')) {

@@ -61,7 +61,8 @@ class LoadGenerator {
   std::vector<std::thread> threads_;
 };
 
-// The operator API of one flexgate-cp, called with one API key. Each call has a 10 s deadline.
+// The operator API of one flexgate-cp, called with one API key. Each call has a 30 s deadline
+// (generous: a loaded CI machine can be slow, and a call ends when its answer arrives).
 // Thread-compatible (one thread at a time is enough for the tests).
 class CpClient {
  public:
