@@ -1282,8 +1282,17 @@ std::string FormatDiagnostics(const std::vector<Diagnostic>& diagnostics) {
 }
 
 std::set<std::string> AgentCapabilities() {
-  const auto& all = AllFeatures();
-  return std::set<std::string>(all.begin(), all.end());
+  // Everything the request path enforces. Policies and rate limits are part of the config model
+  // but this build of the agent does not enforce them yet, so it says so: a config that uses
+  // them is refused (NACK) rather than served without the protection it asks for, and the
+  // control plane's dry-run reports unsupported_feature for it once such agents are known.
+  std::set<std::string> out;
+  for (const auto& feature : AllFeatures()) {
+    const std::string name(feature);
+    if (name.rfind("policy.", 0) == 0 || name.rfind("rate_limit.", 0) == 0) continue;
+    out.insert(name);
+  }
+  return out;
 }
 
 }  // namespace flexgate

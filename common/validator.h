@@ -52,8 +52,8 @@ bool IsValid(const std::vector<flexgate::v1::Diagnostic>& diagnostics);
 // details.
 std::string FormatDiagnostics(const std::vector<flexgate::v1::Diagnostic>& diagnostics);
 
-// The features this build of the agent enforces (names in common/capabilities.h). For now every
-// known feature.
+// The features this build of the agent enforces (names in common/capabilities.h): every
+// routing, cluster and upstream feature; not yet policies and rate limits.
 std::set<std::string> AgentCapabilities();
 
 // ---------------------------------------------------------------------------------------------
