@@ -59,6 +59,76 @@ MetricFamily Single(std::string name, std::string help, MetricType type, double 
   return f;
 }
 
+// Every request-path counter, exported by /metrics and /stats alike: a new ProxyStats field
+// needs one line here and nowhere else.
+struct ProxyCounter {
+  const char* stats_name;  // /stats
+  const char* metric;      // /metrics
+  const char* help;
+  bool gauge;
+  uint64_t dataplane::ProxyStats::*field;
+};
+using PS = dataplane::ProxyStats;
+constexpr ProxyCounter kProxyCounters[] = {
+    {"downstream_connections_total", "flexgate_downstream_connections_total",
+     "Downstream connections accepted.", false, &PS::downstream_connections_total},
+    {"downstream_connections_active", "flexgate_downstream_connections_active",
+     "Downstream connections open now.", true, &PS::downstream_connections_active},
+    {"requests_total", "flexgate_requests_total", "Requests received.", false, &PS::requests_total},
+    {"upstream_connections_total", "flexgate_upstream_connections_total",
+     "Upstream connections opened.", false, &PS::upstream_connections_total},
+    {"upstream_connect_failures", "flexgate_upstream_connect_failures_total",
+     "Upstream connection attempts that failed.", false, &PS::upstream_connect_failures},
+    {"upstream_requests_total", "flexgate_upstream_requests_total", "Requests sent upstream.",
+     false, &PS::upstream_requests_total},
+    {"bytes_received", "flexgate_downstream_bytes_received_total", "Bytes received from clients.",
+     false, &PS::bytes_received},
+    {"bytes_sent", "flexgate_downstream_bytes_sent_total", "Bytes sent to clients.", false,
+     &PS::bytes_sent},
+    {"upstream_timeouts", "flexgate_upstream_timeouts_total",
+     "Upstream connect and request timeouts.", false, &PS::upstream_timeouts},
+    {"upstream_retries", "flexgate_upstream_retries_total", "Upstream retries.", false,
+     &PS::upstream_retries},
+    {"bad_requests", "flexgate_bad_requests_total",
+     "Malformed or oversized requests answered 4xx and closed.", false, &PS::bad_requests},
+    {"route_table_swaps", "flexgate_route_table_swaps_total",
+     "Route tables swapped in, summed over workers.", false, &PS::route_table_swaps},
+    {"upstream_per_try_timeouts", "flexgate_upstream_per_try_timeouts_total",
+     "Upstream attempts cut by a retry policy's per-try timeout.", false,
+     &PS::upstream_per_try_timeouts},
+    {"retry_budget_exhausted", "flexgate_retry_budget_exhausted_total",
+     "Retries refused because the retry budget was spent.", false, &PS::retry_budget_exhausted},
+    {"outlier_ejections", "flexgate_outlier_ejections_total",
+     "Upstream endpoints ejected by passive outlier detection.", false, &PS::outlier_ejections},
+    {"circuit_breaker_rejections", "flexgate_circuit_breaker_rejections_total",
+     "Requests answered 503 by a circuit breaker.", false, &PS::circuit_breaker_rejections},
+    {"upgrades_total", "flexgate_upgrades_total", "Protocol upgrades (websocket) tunnelled.", false,
+     &PS::upgrades_total},
+    {"upgrades_active", "flexgate_upgrades_active", "Upgraded tunnels open now.", true,
+     &PS::upgrades_active},
+    {"health_checks_total", "flexgate_health_checks_total", "Active health check probes sent.",
+     false, &PS::health_checks_total},
+    {"health_check_failures", "flexgate_health_check_failures_total",
+     "Active health check probes that failed.", false, &PS::health_check_failures},
+    {"downstream_tls_handshakes", "flexgate_downstream_tls_handshakes_total",
+     "Client TLS handshakes completed.", false, &PS::downstream_tls_handshakes},
+    {"downstream_tls_handshake_failures", "flexgate_downstream_tls_handshake_failures_total",
+     "Client TLS handshakes that failed (including plain HTTP sent to a TLS listener).", false,
+     &PS::downstream_tls_handshake_failures},
+    {"upstream_tls_failures", "flexgate_upstream_tls_failures_total",
+     "Upstream TLS failures, certificate verification included.", false,
+     &PS::upstream_tls_failures},
+};
+
+struct ResponseClass {
+  const char* label;
+  uint64_t dataplane::ProxyStats::*field;
+};
+constexpr ResponseClass kResponseClasses[] = {
+    {"1xx", &PS::responses_1xx}, {"2xx", &PS::responses_2xx}, {"3xx", &PS::responses_3xx},
+    {"4xx", &PS::responses_4xx}, {"5xx", &PS::responses_5xx},
+};
+
 class AgentMetricsCollector final : public prometheus::Collectable {
  public:
   AgentMetricsCollector(const AgentState* state, ProxyStatsFn stats)
@@ -70,70 +140,15 @@ class AgentMetricsCollector final : public prometheus::Collectable {
     const auto G = MetricType::Gauge;
     if (stats_) {
       dataplane::ProxyStats s = stats_();
-      out.push_back(Single("flexgate_downstream_connections_total",
-                           "Downstream connections accepted.", C, s.downstream_connections_total));
-      out.push_back(Single("flexgate_downstream_connections_active",
-                           "Downstream connections open now.", G, s.downstream_connections_active));
-      out.push_back(Single("flexgate_requests_total", "Requests received.", C, s.requests_total));
+      for (const ProxyCounter& c : kProxyCounters) {
+        out.push_back(Single(c.metric, c.help, c.gauge ? G : C, s.*c.field));
+      }
       MetricFamily responses =
           Family("flexgate_responses_total", "Responses sent, by status class.", C);
-      AddValue(responses, s.responses_1xx, {{"class", "1xx"}});
-      AddValue(responses, s.responses_2xx, {{"class", "2xx"}});
-      AddValue(responses, s.responses_3xx, {{"class", "3xx"}});
-      AddValue(responses, s.responses_4xx, {{"class", "4xx"}});
-      AddValue(responses, s.responses_5xx, {{"class", "5xx"}});
+      for (const ResponseClass& r : kResponseClasses) {
+        AddValue(responses, s.*r.field, {{"class", r.label}});
+      }
       out.push_back(std::move(responses));
-      out.push_back(Single("flexgate_upstream_connections_total", "Upstream connections opened.",
-                           C, s.upstream_connections_total));
-      out.push_back(Single("flexgate_upstream_connect_failures_total",
-                           "Upstream connection attempts that failed.", C,
-                           s.upstream_connect_failures));
-      out.push_back(Single("flexgate_upstream_requests_total", "Requests sent upstream.", C,
-                           s.upstream_requests_total));
-      out.push_back(Single("flexgate_downstream_bytes_received_total",
-                           "Bytes received from clients.", C, s.bytes_received));
-      out.push_back(Single("flexgate_downstream_bytes_sent_total", "Bytes sent to clients.", C,
-                           s.bytes_sent));
-      out.push_back(Single("flexgate_upstream_timeouts_total",
-                           "Upstream connect and request timeouts.", C, s.upstream_timeouts));
-      out.push_back(Single("flexgate_upstream_retries_total", "Upstream retries.", C,
-                           s.upstream_retries));
-      out.push_back(Single("flexgate_bad_requests_total",
-                           "Malformed or oversized requests answered 4xx and closed.", C,
-                           s.bad_requests));
-      out.push_back(Single("flexgate_route_table_swaps_total",
-                           "Route tables swapped in, summed over workers.", C,
-                           s.route_table_swaps));
-      out.push_back(Single("flexgate_upstream_per_try_timeouts_total",
-                           "Upstream attempts cut by a retry policy's per-try timeout.", C,
-                           s.upstream_per_try_timeouts));
-      out.push_back(Single("flexgate_retry_budget_exhausted_total",
-                           "Retries refused because the retry budget was spent.", C,
-                           s.retry_budget_exhausted));
-      out.push_back(Single("flexgate_outlier_ejections_total",
-                           "Upstream endpoints ejected by passive outlier detection.", C,
-                           s.outlier_ejections));
-      out.push_back(Single("flexgate_circuit_breaker_rejections_total",
-                           "Requests answered 503 by a circuit breaker.", C,
-                           s.circuit_breaker_rejections));
-      out.push_back(Single("flexgate_upgrades_total", "Protocol upgrades (websocket) tunnelled.",
-                           C, s.upgrades_total));
-      out.push_back(Single("flexgate_upgrades_active", "Upgraded tunnels open now.", G,
-                           s.upgrades_active));
-      out.push_back(Single("flexgate_health_checks_total", "Active health check probes sent.", C,
-                           s.health_checks_total));
-      out.push_back(Single("flexgate_health_check_failures_total",
-                           "Active health check probes that failed.", C,
-                           s.health_check_failures));
-      out.push_back(Single("flexgate_downstream_tls_handshakes_total",
-                           "Client TLS handshakes completed.", C, s.downstream_tls_handshakes));
-      out.push_back(Single("flexgate_downstream_tls_handshake_failures_total",
-                           "Client TLS handshakes that failed (including plain HTTP sent to a "
-                           "TLS listener).",
-                           C, s.downstream_tls_handshake_failures));
-      out.push_back(Single("flexgate_upstream_tls_failures_total",
-                           "Upstream TLS failures, certificate verification included.", C,
-                           s.upstream_tls_failures));
     }
 
     std::shared_ptr<const ServedSnapshot> served = state_->served();
@@ -212,34 +227,10 @@ AdminResponse Stats(const AgentState& state, const ProxyStatsFn& stats) {
   auto line = [&out](const char* name, uint64_t v) { absl::StrAppend(&out, name, ": ", v, "\n"); };
   if (stats) {
     dataplane::ProxyStats s = stats();
-    line("downstream_connections_total", s.downstream_connections_total);
-    line("downstream_connections_active", s.downstream_connections_active);
-    line("requests_total", s.requests_total);
-    line("responses_1xx", s.responses_1xx);
-    line("responses_2xx", s.responses_2xx);
-    line("responses_3xx", s.responses_3xx);
-    line("responses_4xx", s.responses_4xx);
-    line("responses_5xx", s.responses_5xx);
-    line("upstream_connections_total", s.upstream_connections_total);
-    line("upstream_connect_failures", s.upstream_connect_failures);
-    line("upstream_requests_total", s.upstream_requests_total);
-    line("bytes_received", s.bytes_received);
-    line("bytes_sent", s.bytes_sent);
-    line("upstream_timeouts", s.upstream_timeouts);
-    line("upstream_retries", s.upstream_retries);
-    line("bad_requests", s.bad_requests);
-    line("route_table_swaps", s.route_table_swaps);
-    line("upstream_per_try_timeouts", s.upstream_per_try_timeouts);
-    line("retry_budget_exhausted", s.retry_budget_exhausted);
-    line("outlier_ejections", s.outlier_ejections);
-    line("circuit_breaker_rejections", s.circuit_breaker_rejections);
-    line("upgrades_total", s.upgrades_total);
-    line("upgrades_active", s.upgrades_active);
-    line("health_checks_total", s.health_checks_total);
-    line("health_check_failures", s.health_check_failures);
-    line("downstream_tls_handshakes", s.downstream_tls_handshakes);
-    line("downstream_tls_handshake_failures", s.downstream_tls_handshake_failures);
-    line("upstream_tls_failures", s.upstream_tls_failures);
+    for (const ProxyCounter& c : kProxyCounters) line(c.stats_name, s.*c.field);
+    for (const ResponseClass& r : kResponseClasses) {
+      absl::StrAppend(&out, "responses_", r.label, ": ", s.*r.field, "\n");
+    }
   }
   std::shared_ptr<const ServedSnapshot> served = state.served();
   line("agent.ready", state.ready() ? 1 : 0);

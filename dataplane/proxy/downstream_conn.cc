@@ -1182,22 +1182,7 @@ void DownstreamConn::CloseAfterFlush() {
     up_ = nullptr;
     u->Abandon();
   }
-  // close_notify goes out after the last response bytes and before the FIN.
-  if (tls_ != nullptr) SendCloseNotify();
-  Uncork();  // the FIN follows every byte written so far
-  auto* req = new uv_shutdown_t;
-  req->data = this;
-  int rc = uv_shutdown(req, stream(), [](uv_shutdown_t* r, int) {
-    auto* c = static_cast<DownstreamConn*>(r->data);
-    delete r;
-    c->Close();
-  });
-  if (rc != 0) {
-    delete req;
-    Close();
-    return;
-  }
-  SetTimeout(kLingerMs);
+  if (StartShutdown()) SetTimeout(kLingerMs);
 }
 
 void DownstreamConn::SetTimeout(uint64_t ms) {

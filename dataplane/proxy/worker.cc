@@ -95,12 +95,19 @@ void Conn::Close() {
 
 void Conn::ShutdownThenClose() {
   if (closing_) return;
-  Uncork();
-  if (tls_ != nullptr) SendCloseNotify();
   if (reading_) {
     uv_read_stop(stream());
     reading_ = false;
   }
+  if (StartShutdown()) {
+    StartTimer(5000, [](uv_timer_t* t) { static_cast<Conn*>(t->data)->Close(); });
+  }
+}
+
+bool Conn::StartShutdown() {
+  Uncork();  // the FIN follows every byte written so far
+  // close_notify goes out after the last bytes and before the FIN.
+  if (tls_ != nullptr) SendCloseNotify();
   auto* req = new uv_shutdown_t;
   req->data = this;
   // The shutdown callback runs (possibly with UV_ECANCELED) before the handle's close callback,
@@ -113,9 +120,9 @@ void Conn::ShutdownThenClose() {
   if (rc != 0) {
     delete req;
     Close();
-    return;
+    return false;
   }
-  StartTimer(5000, [](uv_timer_t* t) { static_cast<Conn*>(t->data)->Close(); });
+  return true;
 }
 
 void Conn::ShutdownWrite() {

@@ -136,6 +136,10 @@ class Conn {
   void Close();
   // Flushes queued writes, sends FIN, then closes (bounded by a linger timer).
   void ShutdownThenClose();
+  // Flushes what is buffered, sends close_notify on TLS, and half-closes; the connection closes
+  // when the peer's side is done. Returns false when it had to close at once (the caller then
+  // arms no linger timer).
+  bool StartShutdown();
   // Sends FIN after queued writes; reading continues (half-close).
   void ShutdownWrite();
   bool closing() const { return closing_; }
