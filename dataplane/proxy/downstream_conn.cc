@@ -92,11 +92,11 @@ uint64_t HashBytes(std::string_view s) {
 
 }  // namespace
 
-DownstreamConn::DownstreamConn(Worker* worker) : Conn(worker) {
-  llhttp_init(&parser_, HTTP_REQUEST, Settings());
-  parser_.data = this;
-  max_body_ = worker->limits().max_body_bytes;
-}
+DownstreamConn::DownstreamConn(Worker* worker) : Conn(worker) {}
+
+// Released here rather than in OnClose: Close() may run inside a parser callback, and the
+// parser (inside the RequestState) is still executing until that callback returns.
+DownstreamConn::~DownstreamConn() { worker_->ReleaseRequestState(std::move(rq_)); }
 
 void DownstreamConn::Start(const tls::TlsServerContext* tls) {
   started_ = true;
@@ -115,13 +115,13 @@ void DownstreamConn::Start(const tls::TlsServerContext* tls) {
   sockaddr_storage peer{};
   int len = sizeof(peer);
   if (uv_tcp_getpeername(&tcp_, reinterpret_cast<sockaddr*>(&peer), &len) == 0) {
-    char text[INET6_ADDRSTRLEN] = {0};
     if (peer.ss_family == AF_INET) {
-      inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&peer)->sin_addr, text, sizeof(text));
+      std::memcpy(client_addr_, &reinterpret_cast<sockaddr_in*>(&peer)->sin_addr, 4);
+      client_addr_len_ = 4;
     } else if (peer.ss_family == AF_INET6) {
-      inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(&peer)->sin6_addr, text, sizeof(text));
+      std::memcpy(client_addr_, &reinterpret_cast<sockaddr_in6*>(&peer)->sin6_addr, 16);
+      client_addr_len_ = 16;
     }
-    client_ip_ = text;
   }
   UpdateReading();
   // The first request head must arrive within the header timeout. On a TLS listener the
@@ -150,7 +150,7 @@ void DownstreamConn::OnTlsError(const absl::Status&) {
 
 void DownstreamConn::BeginDrain() {
   draining_ = true;
-  if (phase_ == Phase::kIdle && pending_in_.empty()) {
+  if (phase_ == Phase::kIdle && pending_size() == 0) {
     Close();
   } else {
     close_after_ = true;
@@ -159,7 +159,7 @@ void DownstreamConn::BeginDrain() {
 
 void DownstreamConn::UpdateReading() {
   bool want = !closing_ && !shutdown_started_ && !eof_ && !read_blocked_ &&
-              pending_in_.size() < kMaxPendingInput;
+              pending_size() < kMaxPendingInput;
   if (want && !reading_) {
     reading_ = uv_read_start(stream(), Worker::AllocShared,
                              [](uv_stream_t* s, ssize_t n, const uv_buf_t* b) {
@@ -225,30 +225,45 @@ void DownstreamConn::OnData(ssize_t nread, const char* data) {
     return;
   }
   WorkerStats::Add(worker_->mutable_stats().bytes_received, static_cast<uint64_t>(nread));
-  if (!pending_in_.empty() || (phase_ == Phase::kActive && request_done_)) {
+  if (pending_size() != 0 || (phase_ == Phase::kActive && request_done_)) {
     // A pipelined request behind one still being answered: keep it for later.
-    pending_in_.append(data, static_cast<size_t>(nread));
+    rq_->pending_in.append(data, static_cast<size_t>(nread));
     UpdateReading();
     return;
   }
   Process(data, static_cast<size_t>(nread));
 }
 
+void DownstreamConn::AcquireRequest() {
+  rq_ = worker_->AcquireRequestState();
+  llhttp_init(&rq_->parser, HTTP_REQUEST, Settings());
+  rq_->parser.data = this;
+}
+
+void DownstreamConn::MaybeReleaseRequest() {
+  if (rq_ == nullptr || phase_ != Phase::kIdle || !rq_->pending_in.empty() || closing_ ||
+      shutdown_started_) {
+    return;
+  }
+  worker_->ReleaseRequestState(std::move(rq_));
+}
+
 void DownstreamConn::Process(const char* data, size_t len) {
+  if (rq_ == nullptr) AcquireRequest();
   while (len > 0) {
-    buf_begin_ = data;
-    buf_end_ = data + len;
-    llhttp_errno_t err = llhttp_execute(&parser_, data, len);
+    rq_->buf_begin = data;
+    rq_->buf_end = data + len;
+    llhttp_errno_t err = llhttp_execute(&rq_->parser, data, len);
     if (closing_ || shutdown_started_) return;
-    if (err == HPE_OK) return;
+    if (err == HPE_OK) break;
     if (err == HPE_PAUSED) {
-      size_t used = static_cast<size_t>(llhttp_get_error_pos(&parser_) - data);
-      llhttp_resume(&parser_);
+      size_t used = static_cast<size_t>(llhttp_get_error_pos(&rq_->parser) - data);
+      llhttp_resume(&rq_->parser);
       data += used;
       len -= used;
       if (phase_ == Phase::kActive) {
         // Paused at the end of a request whose response is still coming.
-        pending_in_.append(data, len);
+        rq_->pending_in.append(data, len);
         UpdateReading();
         return;
       }
@@ -256,39 +271,41 @@ void DownstreamConn::Process(const char* data, size_t len) {
     }
     // A parse error: the request line or a header is malformed, or a smuggling shape.
     WorkerStats::Add(worker_->mutable_stats().bad_requests);
-    const char* reason = llhttp_get_error_reason(&parser_);
+    const char* reason = llhttp_get_error_reason(&rq_->parser);
     std::string body = absl::StrCat("bad request: ", reason != nullptr ? reason : llhttp_errno_name(err), "\n");
     Fail(400, body);
     return;
   }
+  MaybeReleaseRequest();
 }
 
 // ---- Parser callbacks --------------------------------------------------------------------------
 
 int DownstreamConn::OnMessageBegin() {
   phase_ = Phase::kHeaders;
-  saw_request_bytes_ = true;
-  // Request buffers are held only while a request is in progress: an idle keep-alive
-  // connection owns none (see Worker::AcquireRequestState).
-  if (rq_ == nullptr) rq_ = worker_->AcquireRequestState();
+  // rq_ was taken before the parser ran (Process); on a pipelined request it is the previous
+  // request's, reused.
   rq_->head.clear();
   rq_->spans.clear();
   rq_->header_views.clear();
   url_len_ = 0;
   new_field_ = true;
   in_value_piece_ = false;
-  header_bytes_ = 0;
-  body_bytes_ = 0;
+  rq_->header_bytes = 0;
+  rq_->body_bytes = 0;
   request_done_ = response_started_ = response_done_ = false;
   discard_body_ = req_chunked_ = resp_chunked_ = resp_no_body_ = false;
   retried_ = head_request_ = expect_continue_ = false;
   idempotent_ = replayable_ = upgrade_requested_ = false;
-  attempts_ = 0;
+  rq_->attempts = 0;
   rq_->replay.clear();
   rq_->last_error.clear();
-  last_error_status_ = 503;
-  try_deadline_ = 0;
-  request_deadline_ = 0;  // set once the request goes upstream
+  rq_->last_error_status = 503;
+  rq_->try_deadline = 0;
+  rq_->request_deadline = 0;  // set once the request goes upstream
+  rq_->table_ref = nullptr;
+  rq_->route = nullptr;
+  rq_->cluster = rq_->endpoint = 0;
   SetTimeout(worker_->header_timeout_ms());
   return 0;
 }
@@ -296,8 +313,8 @@ int DownstreamConn::OnMessageBegin() {
 int DownstreamConn::OnUrl(const char* at, size_t n) {
   rq_->head.append(at, n);
   url_len_ += static_cast<uint32_t>(n);
-  header_bytes_ += n;
-  if (header_bytes_ > worker_->limits().max_header_bytes) {
+  rq_->header_bytes += n;
+  if (rq_->header_bytes > worker_->limits().max_header_bytes) {
     WorkerStats::Add(worker_->mutable_stats().bad_requests);
     return Fail(414, "request target too long\n");
   }
@@ -308,12 +325,12 @@ int DownstreamConn::OnHeaderField(const char* at, size_t n) {
   if (new_field_) {
     rq_->spans.push_back({static_cast<uint32_t>(rq_->head.size()), 0, 0, 0});
     new_field_ = false;
-    header_bytes_ += 4;  // ": " and CRLF
+    rq_->header_bytes += 4;  // ": " and CRLF
   }
   rq_->head.append(at, n);
   rq_->spans.back().name_len += static_cast<uint32_t>(n);
-  header_bytes_ += n;
-  if (header_bytes_ > worker_->limits().max_header_bytes) {
+  rq_->header_bytes += n;
+  if (rq_->header_bytes > worker_->limits().max_header_bytes) {
     WorkerStats::Add(worker_->mutable_stats().bad_requests);
     return Fail(431, "request headers too large\n");
   }
@@ -331,19 +348,19 @@ int DownstreamConn::OnHeaderValue(const char* at, size_t n) {
     // as another piece of the same value. Pieces that are not adjacent, and not split at a read
     // boundary, can only come from a fold; RFC 9112 lets a server reject it, and we do because
     // folded headers are a request smuggling vector.
-    bool adjacent = at == value_end_ || (value_piece_at_buf_end_ && at == buf_begin_);
+    bool adjacent = at == rq_->value_end || (value_piece_at_buf_end_ && at == rq_->buf_begin);
     if (!adjacent) {
       WorkerStats::Add(worker_->mutable_stats().bad_requests);
       return Fail(400, "bad request: obsolete line folding in a header value\n");
     }
   }
   in_value_piece_ = true;
-  value_end_ = at + n;
-  value_piece_at_buf_end_ = value_end_ == buf_end_;
+  rq_->value_end = at + n;
+  value_piece_at_buf_end_ = rq_->value_end == rq_->buf_end;
   rq_->head.append(at, n);
   rq_->spans.back().value_len += static_cast<uint32_t>(n);
-  header_bytes_ += n;
-  if (header_bytes_ > worker_->limits().max_header_bytes) {
+  rq_->header_bytes += n;
+  if (rq_->header_bytes > worker_->limits().max_header_bytes) {
     WorkerStats::Add(worker_->mutable_stats().bad_requests);
     return Fail(431, "request headers too large\n");
   }
@@ -396,9 +413,9 @@ std::string_view DownstreamConn::RequestPath() const {
 int DownstreamConn::OnHeadersComplete() {
   WorkerStats::Add(worker_->mutable_stats().requests_total);
   phase_ = Phase::kActive;
-  http_minor_ = parser_.http_minor;
-  head_request_ = parser_.method == HTTP_HEAD;
-  client_keep_alive_ = llhttp_should_keep_alive(&parser_) != 0;
+  http_minor_ = rq_->parser.http_minor;
+  head_request_ = rq_->parser.method == HTTP_HEAD;
+  client_keep_alive_ = llhttp_should_keep_alive(&rq_->parser) != 0;
   rq_->header_views.clear();
   int hosts = 0;
   for (const auto& s : rq_->spans) {
@@ -414,39 +431,39 @@ int DownstreamConn::OnHeadersComplete() {
       expect_continue_ = http_minor_ >= 1;
     }
   }
-  if (parser_.http_major != 1) return Fail(505, "only HTTP/1.x is supported\n");
+  if (rq_->parser.http_major != 1) return Fail(505, "only HTTP/1.x is supported\n");
   if (hosts > 1 || (hosts == 0 && http_minor_ >= 1)) {
     WorkerStats::Add(worker_->mutable_stats().bad_requests);
     return Fail(400, hosts > 1 ? "bad request: more than one Host header\n"
                                : "bad request: missing Host header\n");
   }
-  if (parser_.method == HTTP_CONNECT) return Fail(405, "CONNECT is not supported\n");
+  if (rq_->parser.method == HTTP_CONNECT) return Fail(405, "CONNECT is not supported\n");
   // Protocol upgrades: a websocket upgrade (GET without a body) is forwarded with its Upgrade
   // header, and a 101 answer turns both connections into a raw tunnel. The request itself is
-  // parsed as a normal bodyless message; bytes after it wait in pending_in_ until the upstream
+  // parsed as a normal bodyless message; bytes after it wait in pending_in until the upstream
   // agrees to switch. Other upgrade tokens are dropped (Upgrade is hop-by-hop), so the upstream
   // answers them as plain requests.
-  if (parser_.upgrade && parser_.method == HTTP_GET && http_minor_ >= 1 &&
-      !(parser_.flags & F_CHUNKED) &&
-      !((parser_.flags & F_CONTENT_LENGTH) && parser_.content_length > 0)) {
+  if (rq_->parser.upgrade && rq_->parser.method == HTTP_GET && http_minor_ >= 1 &&
+      !(rq_->parser.flags & F_CHUNKED) &&
+      !((rq_->parser.flags & F_CONTENT_LENGTH) && rq_->parser.content_length > 0)) {
     std::string_view upgrade = HeaderValue("upgrade");
     if (TokenListContains(upgrade, "websocket")) {
       upgrade_requested_ = true;
       rq_->upgrade_value.assign(upgrade.data(), upgrade.size());
     }
   }
-  parser_.upgrade = 0;
-  if (max_body_ != 0 && (parser_.flags & F_CONTENT_LENGTH) && parser_.content_length > max_body_) {
+  rq_->parser.upgrade = 0;
+  if (worker_->limits().max_body_bytes != 0 && (rq_->parser.flags & F_CONTENT_LENGTH) && rq_->parser.content_length > worker_->limits().max_body_bytes) {
     WorkerStats::Add(worker_->mutable_stats().bad_requests);
     return Fail(413, "request body too large\n");
   }
-  req_chunked_ = (parser_.flags & F_CHUNKED) != 0;
+  req_chunked_ = (rq_->parser.flags & F_CHUNKED) != 0;
   return Dispatch();
 }
 
 int DownstreamConn::OnBody(const char* at, size_t n) {
-  body_bytes_ += n;
-  if (max_body_ != 0 && body_bytes_ > max_body_) {
+  rq_->body_bytes += n;
+  if (worker_->limits().max_body_bytes != 0 && rq_->body_bytes > worker_->limits().max_body_bytes) {
     WorkerStats::Add(worker_->mutable_stats().bad_requests);
     if (response_started_) {
       Close();
@@ -507,24 +524,24 @@ int DownstreamConn::OnMessageComplete() {
 // ---- Dispatch ----------------------------------------------------------------------------------
 
 int DownstreamConn::Dispatch() {
-  table_ref_ = worker_->AcquireTable();
-  if (table_ref_ == nullptr) return SendLocal(503, "no route table loaded\n", false);
-  const RouteTable& table = *table_ref_->table;
+  rq_->table_ref = worker_->AcquireTable();
+  if (rq_->table_ref == nullptr) return SendLocal(503, "no route table loaded\n", false);
+  const RouteTable& table = *rq_->table_ref->table;
   std::string_view path = RequestPath();
   RouteRequest rr;
   rr.host = HeaderValue("host");
   rr.path = path;
-  rr.method = llhttp_method_name(static_cast<llhttp_method_t>(parser_.method));
+  rr.method = llhttp_method_name(static_cast<llhttp_method_t>(rq_->parser.method));
   rr.headers = rq_->header_views;
-  route_ = table.Match(rr);
-  if (route_ == nullptr) return SendLocal(404, "no route matched\n", false);
+  rq_->route = table.Match(rr);
+  if (rq_->route == nullptr) return SendLocal(404, "no route matched\n", false);
 
-  switch (route_->action) {
+  switch (rq_->route->action) {
     case CompiledRoute::ActionKind::kDirectResponse:
-      return SendLocal(static_cast<int>(route_->direct_status), route_->direct_body, false, {},
-                       route_->direct_content_type);
+      return SendLocal(static_cast<int>(rq_->route->direct_status), rq_->route->direct_body, false, {},
+                       rq_->route->direct_content_type);
     case CompiledRoute::ActionKind::kRedirect: {
-      const auto& r = route_->redirect;
+      const auto& r = rq_->route->redirect;
       std::string location = "location: ";
       // Without a configured scheme the redirect keeps the request's own.
       absl::StrAppend(&location,
@@ -548,22 +565,22 @@ int DownstreamConn::Dispatch() {
       return SendLocal(static_cast<int>(r.status()), "", false, location);
     }
     case CompiledRoute::ActionKind::kCluster:
-      cluster_ = route_->cluster;
+      rq_->cluster = rq_->route->cluster;
       break;
     case CompiledRoute::ActionKind::kWeightedClusters: {
-      uint64_t pick = worker_->NextRandom() % route_->weighted_total;
-      cluster_ = route_->weighted.back().first;
-      for (const auto& [idx, cumulative] : route_->weighted) {
+      uint64_t pick = worker_->NextRandom() % rq_->route->weighted_total;
+      rq_->cluster = rq_->route->weighted.back().first;
+      for (const auto& [idx, cumulative] : rq_->route->weighted) {
         if (pick < cumulative) {
-          cluster_ = idx;
+          rq_->cluster = idx;
           break;
         }
       }
       break;
     }
   }
-  const CompiledCluster& cluster = table.clusters()[cluster_];
-  ClusterCounters* counters = table_ref_->clusters[cluster_].counters;
+  const CompiledCluster& cluster = table.clusters()[rq_->cluster];
+  ClusterCounters* counters = rq_->table_ref->clusters[rq_->cluster].counters;
   if (cluster.max_requests != 0 && counters->active >= cluster.max_requests) {
     WorkerStats::Add(worker_->mutable_stats().circuit_breaker_rejections);
     return SendLocal(503,
@@ -574,13 +591,13 @@ int DownstreamConn::Dispatch() {
   }
   ++counters->active;
   counted_cluster_ = true;
-  idempotent_ = IsIdempotent(static_cast<llhttp_method_t>(parser_.method));
-  replayable_ = route_->retry.enabled() && idempotent_;
+  idempotent_ = IsIdempotent(static_cast<llhttp_method_t>(rq_->parser.method));
+  replayable_ = rq_->route->retry.enabled() && idempotent_;
   BuildUpstreamHead(cluster);
-  request_timeout_ms_ =
-      route_->timeout_ms != 0 ? route_->timeout_ms : worker_->request_timeout_ms();
-  request_deadline_ = worker_->now_ms() + request_timeout_ms_;
-  try_deadline_ = 0;
+  rq_->request_timeout_ms =
+      rq_->route->timeout_ms != 0 ? rq_->route->timeout_ms : worker_->request_timeout_ms();
+  rq_->request_deadline = worker_->now_ms() + rq_->request_timeout_ms;
+  rq_->try_deadline = 0;
   ArmTimer();
   std::string_view why;
   if (!StartUpstream(false, false, &why)) return SendLocal(503, why, false);
@@ -592,10 +609,10 @@ int DownstreamConn::Dispatch() {
 
 void DownstreamConn::BuildUpstreamHead(const CompiledCluster& cluster) {
   (void)cluster;
-  const CompiledHeaderEdits& edits = route_->request_headers;
+  const CompiledHeaderEdits& edits = rq_->route->request_headers;
   std::string& h = rq_->up_head;
   h.clear();
-  h.append(llhttp_method_name(static_cast<llhttp_method_t>(parser_.method)));
+  h.append(llhttp_method_name(static_cast<llhttp_method_t>(rq_->parser.method)));
   h.push_back(' ');
   std::string_view url(rq_->head.data(), url_len_);
   // The origin-form target: absolute-form loses its scheme and authority (the Host header
@@ -611,11 +628,11 @@ void DownstreamConn::BuildUpstreamHead(const CompiledCluster& cluster) {
     target = synthesized;
   }
   std::string_view path = target.substr(0, std::min(target.size(), target.find_first_of("?#")));
-  if (route_->has_prefix_rewrite && path.size() >= route_->path.size()) {
-    h.append(route_->prefix_rewrite);
+  if (rq_->route->has_prefix_rewrite && path.size() >= rq_->route->path.size()) {
+    h.append(rq_->route->prefix_rewrite);
     // Everything after the matched prefix, including the query string.
-    std::string_view rest = target.substr(route_->path.size());
-    if (route_->prefix_rewrite.empty() && (rest.empty() || rest.front() != '/')) h.push_back('/');
+    std::string_view rest = target.substr(rq_->route->path.size());
+    if (rq_->route->prefix_rewrite.empty() && (rest.empty() || rest.front() != '/')) h.push_back('/');
     h.append(rest);
   } else {
     h.append(target);
@@ -671,7 +688,7 @@ void DownstreamConn::BuildUpstreamHead(const CompiledCluster& cluster) {
     h.append(xff.data(), xff.size());
     h.append(", "sv);
   }
-  h.append(client_ip_);
+  AppendClientIp(h);
   h.append(tls_ != nullptr ? "\r\nx-forwarded-proto: https\r\n" : "\r\nx-forwarded-proto: http\r\n");
   std::string_view host = HeaderValue("host");
   if (!host.empty()) {
@@ -712,8 +729,8 @@ void DownstreamConn::BuildUpstreamHead(const CompiledCluster& cluster) {
 }
 
 uint32_t DownstreamConn::PickEndpoint(bool is_retry, int avoid) {
-  const CompiledCluster& cl = table_ref_->table->clusters()[cluster_];
-  TableRef::ClusterState& state = table_ref_->clusters[cluster_];
+  const CompiledCluster& cl = rq_->table_ref->table->clusters()[rq_->cluster];
+  TableRef::ClusterState& state = rq_->table_ref->clusters[rq_->cluster];
   uint32_t n = static_cast<uint32_t>(cl.endpoints.size());
   uint32_t e = 0;
   switch (cl.lb_policy) {
@@ -725,8 +742,14 @@ uint32_t DownstreamConn::PickEndpoint(bool is_retry, int avoid) {
       break;
     }
     case flexgate::v1::Cluster::CONSISTENT_HASH: {
-      std::string_view key = cl.hash_header.empty() ? std::string_view(client_ip_)
-                                                    : HeaderValue(cl.hash_header);
+      std::string ip;
+      std::string_view key;
+      if (cl.hash_header.empty()) {
+        AppendClientIp(ip);
+        key = ip;
+      } else {
+        key = HeaderValue(cl.hash_header);
+      }
       e = cl.ring.empty() ? 0 : cl.RingLookup(HashBytes(key));
       break;
     }
@@ -763,11 +786,11 @@ uint32_t DownstreamConn::PickEndpoint(bool is_retry, int avoid) {
 }
 
 bool DownstreamConn::StartUpstream(bool is_retry, bool fresh, std::string_view* why) {
-  const CompiledCluster& cl = table_ref_->table->clusters()[cluster_];
-  TableRef::ClusterState& state = table_ref_->clusters[cluster_];
-  int avoid = is_retry && !fresh ? static_cast<int>(endpoint_) : -1;
+  const CompiledCluster& cl = rq_->table_ref->table->clusters()[rq_->cluster];
+  TableRef::ClusterState& state = rq_->table_ref->clusters[rq_->cluster];
+  int avoid = is_retry && !fresh ? static_cast<int>(rq_->endpoint) : -1;
   uint32_t e = PickEndpoint(is_retry, avoid);
-  endpoint_ = e;
+  rq_->endpoint = e;
   int err = 0;
   const char* overflow = nullptr;
   UpstreamConn* up =
@@ -796,12 +819,12 @@ bool DownstreamConn::StartUpstream(bool is_retry, bool fresh, std::string_view* 
   up->Attach(this, head_request_, upgrade_requested_);
   ++state.active[e];
   counted_active_ = true;
-  ++attempts_;
+  ++rq_->attempts;
   WorkerStats::Add(worker_->mutable_stats().upstream_requests_total);
   up->Write(rq_->up_head);
   if (!rq_->replay.empty()) up->Write(rq_->replay);
-  if (route_->retry.per_try_timeout_ms != 0) {
-    try_deadline_ = worker_->now_ms() + route_->retry.per_try_timeout_ms;
+  if (rq_->route->retry.per_try_timeout_ms != 0) {
+    rq_->try_deadline = worker_->now_ms() + rq_->route->retry.per_try_timeout_ms;
     ArmTimer();
   }
   return true;
@@ -809,28 +832,28 @@ bool DownstreamConn::StartUpstream(bool is_retry, bool fresh, std::string_view* 
 
 void DownstreamConn::ArmTimer() {
   uint64_t now = worker_->now_ms();
-  uint64_t deadline = request_deadline_;
-  if (try_deadline_ != 0 && try_deadline_ < deadline) deadline = try_deadline_;
+  uint64_t deadline = rq_->request_deadline;
+  if (rq_->try_deadline != 0 && rq_->try_deadline < deadline) deadline = rq_->try_deadline;
   SetTimeout(deadline > now ? deadline - now : 1);
 }
 
 void DownstreamConn::RecordOutcome(uint32_t endpoint, int status, bool connect_failure) {
-  if (table_ref_ == nullptr) return;
-  const CompiledCluster& cl = table_ref_->table->clusters()[cluster_];
+  if (rq_ == nullptr || rq_->table_ref == nullptr) return;
+  const CompiledCluster& cl = rq_->table_ref->table->clusters()[rq_->cluster];
   if (!cl.outlier.enabled) return;
-  worker_->RecordEndpointOutcome(cl, table_ref_->clusters[cluster_], endpoint, status,
+  worker_->RecordEndpointOutcome(cl, rq_->table_ref->clusters[rq_->cluster], endpoint, status,
                                  connect_failure);
 }
 
 bool DownstreamConn::MayRetry() {
-  if (route_ == nullptr || table_ref_ == nullptr) return false;
-  const CompiledRetryPolicy& p = route_->retry;
-  if (!p.enabled() || attempts_ >= p.attempts) return false;
+  if (rq_ == nullptr || rq_->route == nullptr || rq_->table_ref == nullptr) return false;
+  const CompiledRetryPolicy& p = rq_->route->retry;
+  if (!p.enabled() || rq_->attempts >= p.attempts) return false;
   if (!idempotent_ || !replayable_ || response_started_ || draining_) return false;
   // Retry budget: retries in flight on this worker and cluster stay under budget_percent of the
   // requests in flight (at least 3), so that retries cannot multiply the load of an upstream
   // that is already failing.
-  ClusterCounters* cc = table_ref_->clusters[cluster_].counters;
+  ClusterCounters* cc = rq_->table_ref->clusters[rq_->cluster].counters;
   uint32_t others = cc->retries_active - (retry_in_flight_ ? 1 : 0);
   uint64_t allowed =
       std::max<uint64_t>(3, static_cast<uint64_t>(cc->active) * p.budget_percent / 100);
@@ -845,7 +868,7 @@ void DownstreamConn::Retry() {
   WorkerStats::Add(worker_->mutable_stats().upstream_retries);
   if (!retry_in_flight_) {
     retry_in_flight_ = true;
-    ++table_ref_->clusters[cluster_].counters->retries_active;
+    ++rq_->table_ref->clusters[rq_->cluster].counters->retries_active;
   }
   // The previous attempt may have blocked reading on back-pressure from its connection.
   if (read_blocked_) {
@@ -856,12 +879,12 @@ void DownstreamConn::Retry() {
   if (StartUpstream(true, false, &why)) return;
   std::string body = rq_->last_error;
   if (body.empty() || body.back() != '\n') body.push_back('\n');
-  SendLocal(last_error_status_, body, false);
+  SendLocal(rq_->last_error_status, body, false);
 }
 
 void DownstreamConn::EndRequestCounts() {
-  if (table_ref_ == nullptr) return;
-  ClusterCounters* cc = table_ref_->clusters[cluster_].counters;
+  if (rq_ == nullptr || rq_->table_ref == nullptr) return;
+  ClusterCounters* cc = rq_->table_ref->clusters[rq_->cluster].counters;
   if (counted_cluster_) {
     counted_cluster_ = false;
     --cc->active;
@@ -873,9 +896,9 @@ void DownstreamConn::EndRequestCounts() {
 }
 
 void DownstreamConn::EndActiveCount() {
-  if (!counted_active_ || table_ref_ == nullptr) return;
+  if (!counted_active_ || rq_ == nullptr || rq_->table_ref == nullptr) return;
   counted_active_ = false;
-  --table_ref_->clusters[cluster_].active[endpoint_];
+  --rq_->table_ref->clusters[rq_->cluster].active[rq_->endpoint];
 }
 
 int DownstreamConn::SendLocal(int status, std::string_view body, bool close, std::string_view extra,
@@ -914,6 +937,20 @@ int DownstreamConn::Fail(int status, std::string_view body) {
   return HPE_USER;
 }
 
+void DownstreamConn::AppendClientIp(std::string& out) const {
+  if (client_addr_len_ == 4) {
+    // Dotted quad by hand: this runs for every proxied request.
+    for (int i = 0; i < 4; ++i) {
+      if (i != 0) out.push_back('.');
+      AppendDecimal(out, client_addr_[i]);
+    }
+  } else if (client_addr_len_ == 16) {
+    char text[INET6_ADDRSTRLEN] = {0};
+    inet_ntop(AF_INET6, client_addr_, text, sizeof(text));
+    out.append(text);
+  }
+}
+
 void DownstreamConn::RecordStatus(int status) {
   int cls = status / 100;
   if (cls >= 1 && cls <= 5) WorkerStats::Add(worker_->mutable_stats().responses[cls]);
@@ -924,21 +961,21 @@ void DownstreamConn::RecordStatus(int status) {
 void DownstreamConn::OnUpstreamHeaders(UpstreamConn* up) {
   if (closing_) return;
   int status = up->status();
-  RecordOutcome(endpoint_, status, false);
+  RecordOutcome(rq_->endpoint, status, false);
   bool tunnel = up->tunnel();
-  if (!tunnel && route_->retry.RetriesStatus(status) && MayRetry()) {
+  if (!tunnel && rq_->route->retry.RetriesStatus(status) && MayRetry()) {
     // Drop this answer and its connection (its body is unread) and try another endpoint.
     EndActiveCount();
     up_ = nullptr;
     up->Abandon();
-    last_error_status_ = status;
-    rq_->last_error = absl::StrCat("upstream answered ", status, " after ", attempts_, " attempts");
+    rq_->last_error_status = status;
+    rq_->last_error = absl::StrCat("upstream answered ", status, " after ", rq_->attempts, " attempts");
     Retry();
     return;
   }
   // The per-try timeout covers the wait for the response head only.
-  if (try_deadline_ != 0) {
-    try_deadline_ = 0;
+  if (rq_->try_deadline != 0) {
+    rq_->try_deadline = 0;
     ArmTimer();
   }
   response_started_ = true;
@@ -954,7 +991,7 @@ void DownstreamConn::OnUpstreamHeaders(UpstreamConn* up) {
     }
   }
   if (close) close_after_ = true;
-  const CompiledHeaderEdits& edits = route_->response_headers;
+  const CompiledHeaderEdits& edits = rq_->route->response_headers;
   std::string& o = worker_->out_scratch();
   o.clear();
   o.append("HTTP/1.1 "sv);
@@ -1015,12 +1052,12 @@ void DownstreamConn::StartTunnel() {
   WorkerStats::Add(st.upgrades_total);
   WorkerStats::Add(st.upgrades_active);
   // From here on the timer is an idle timeout, restarted by traffic in either direction.
-  try_deadline_ = 0;
+  rq_->try_deadline = 0;
   SetTimeout(worker_->idle_timeout_ms());
-  if (!pending_in_.empty() && up_ != nullptr) {
+  if (pending_size() != 0 && up_ != nullptr) {
     // Bytes the client sent right behind the upgrade request belong to the new protocol.
-    up_->Write(pending_in_);
-    std::string().swap(pending_in_);
+    up_->Write(rq_->pending_in);
+    std::string().swap(rq_->pending_in);
   }
   // The client may have half-closed already, right behind its request.
   if (eof_ && up_ != nullptr) up_->ShutdownWrite();
@@ -1073,15 +1110,15 @@ void DownstreamConn::OnUpstreamError(UpstreamConn* up, int status, std::string_v
   EndActiveCount();
   if (up_ == up) up_ = nullptr;
   if (closing_ || shutdown_started_) return;
-  if (response_started_ || route_ == nullptr) {
+  if (response_started_ || rq_ == nullptr || rq_->route == nullptr) {
     // Part of the response is already on its way: the only honest signal left is to close.
     Close();
     return;
   }
   // A reused keep-alive connection may have been closed by the upstream just as we sent on it.
   // Without a body the request can be sent again safely on a fresh connection.
-  bool bodyless = !req_chunked_ && !(parser_.flags & F_CONTENT_LENGTH && parser_.content_length > 0) &&
-                  body_bytes_ == 0;
+  bool bodyless = !req_chunked_ && !(rq_->parser.flags & F_CONTENT_LENGTH && rq_->parser.content_length > 0) &&
+                  rq_->body_bytes == 0;
   bool stale = up->reused() && !up->got_response_bytes();
   if (!retried_ && stale && bodyless) {
     retried_ = true;
@@ -1091,10 +1128,10 @@ void DownstreamConn::OnUpstreamError(UpstreamConn* up, int status, std::string_v
   }
   using Kind = UpstreamConn::FailureKind;
   Kind kind = up->failure_kind();
-  if (!stale) RecordOutcome(endpoint_, 502, kind == Kind::kConnect);
-  last_error_status_ = status;
+  if (!stale) RecordOutcome(rq_->endpoint, 502, kind == Kind::kConnect);
+  rq_->last_error_status = status;
   rq_->last_error.assign(message.data(), message.size());
-  const CompiledRetryPolicy& p = route_->retry;
+  const CompiledRetryPolicy& p = rq_->route->retry;
   bool retriable = (kind == Kind::kConnect && p.on_connect_failure) ||
                    ((kind == Kind::kReset || kind == Kind::kProtocol) && p.on_reset);
   if (retriable && MayRetry()) {
@@ -1144,9 +1181,10 @@ void DownstreamConn::ResponseDone() {
 void DownstreamConn::FinishExchange() {
   EndActiveCount();
   ReleaseTable();
-  route_ = nullptr;
+  if (rq_ != nullptr) rq_->route = nullptr;
   phase_ = Phase::kIdle;
-  worker_->ReleaseRequestState(std::move(rq_));
+  // rq_ stays until the caller is out of the parser and knows nothing is left to parse
+  // (MaybeReleaseRequest).
   if (close_after_ || draining_) {
     CloseAfterFlush();
     return;
@@ -1156,19 +1194,21 @@ void DownstreamConn::FinishExchange() {
 
 void DownstreamConn::ResumePending() {
   if (closing_ || shutdown_started_) return;
-  if (!pending_in_.empty() && phase_ == Phase::kIdle) {
+  if (pending_size() != 0 && phase_ == Phase::kIdle) {
     std::string pending;
-    pending.swap(pending_in_);
+    pending.swap(rq_->pending_in);
     Process(pending.data(), pending.size());
+  } else {
+    MaybeReleaseRequest();
   }
   UpdateReading();
 }
 
 void DownstreamConn::ReleaseTable() {
   EndRequestCounts();
-  if (table_ref_ != nullptr) {
-    worker_->ReleaseTable(table_ref_);
-    table_ref_ = nullptr;
+  if (rq_ != nullptr && rq_->table_ref != nullptr) {
+    worker_->ReleaseTable(rq_->table_ref);
+    rq_->table_ref = nullptr;
   }
 }
 
@@ -1186,83 +1226,81 @@ void DownstreamConn::CloseAfterFlush() {
 }
 
 void DownstreamConn::SetTimeout(uint64_t ms) {
+  if (closing_) return;
   uint64_t due = worker_->now_ms() + ms;
   timeout_due_ = due;
-  // An armed timer that fires no later than the new due time is kept: it re-arms itself for the
-  // rest when it fires (OnTimer). A keep-alive exchange moves its deadline three times (header,
-  // request, idle), so this saves two or three timer-heap updates per request.
-  if (timer_armed_due_ != 0 && timer_armed_due_ <= due) return;
-  timer_armed_due_ = due;
-  StartTimer(ms, OnTimer);
+  // A wheel position no later than the new due time is kept: OnTimeout moves the node on when
+  // it comes early. A keep-alive exchange moves its deadline three times (header, request,
+  // idle), and usually later each time, so this saves most relinks.
+  if (TimerWheel::Node::scheduled() && tick * TimerWheel::kTickMs <= due) return;
+  worker_->timeouts().Schedule(this, due);
 }
 
-void DownstreamConn::OnTimer(uv_timer_t* t) {
-  auto* c = static_cast<DownstreamConn*>(t->data);
-  c->timer_armed_due_ = 0;
-  if (c->closing_) return;
-  uint64_t fired_at = c->worker_->now_ms();
-  if (fired_at < c->timeout_due_) {
-    c->SetTimeout(c->timeout_due_ - fired_at);
+void DownstreamConn::OnTimeout() {
+  if (closing_) return;
+  uint64_t fired_at = worker_->now_ms();
+  if (fired_at < timeout_due_) {
+    SetTimeout(timeout_due_ - fired_at);
     return;
   }
-  if (c->shutdown_started_) {
-    c->Close();
+  if (shutdown_started_) {
+    Close();
     return;
   }
-  switch (c->phase_) {
+  switch (phase_) {
     case Phase::kIdle:
       // Keep-alive idle timeout, or a connection that never sent a byte.
-      c->Close();
+      Close();
       return;
     case Phase::kHeaders:
       // Slow-loris: the request head did not arrive in time.
-      WorkerStats::Add(c->worker_->mutable_stats().bad_requests);
-      c->Fail(408, "request header timeout\n");
+      WorkerStats::Add(worker_->mutable_stats().bad_requests);
+      Fail(408, "request header timeout\n");
       return;
     case Phase::kActive: {
-      if (c->tunnel_) {
-        c->Close();  // an idle tunnel
+      if (tunnel_) {
+        Close();  // an idle tunnel
         return;
       }
-      uint64_t now = c->worker_->now_ms();
-      if (now < c->request_deadline_) {
-        if (c->try_deadline_ == 0 || now < c->try_deadline_ || c->response_started_) {
-          c->ArmTimer();
+      uint64_t now = worker_->now_ms();
+      if (now < rq_->request_deadline) {
+        if (rq_->try_deadline == 0 || now < rq_->try_deadline || response_started_) {
+          ArmTimer();
           return;
         }
         // The attempt's per-try timeout passed before a response head arrived.
-        WorkerStats& st = c->worker_->mutable_stats();
+        WorkerStats& st = worker_->mutable_stats();
         WorkerStats::Add(st.upstream_timeouts);
         WorkerStats::Add(st.upstream_per_try_timeouts);
-        c->try_deadline_ = 0;
-        if (c->up_ != nullptr) {
-          c->EndActiveCount();
-          UpstreamConn* u = c->up_;
-          c->up_ = nullptr;
+        rq_->try_deadline = 0;
+        if (up_ != nullptr) {
+          EndActiveCount();
+          UpstreamConn* u = up_;
+          up_ = nullptr;
           u->Abandon();
         }
-        c->last_error_status_ = 504;
-        c->rq_->last_error = "upstream per-try timeout";
-        const CompiledRetryPolicy& p = c->route_->retry;
-        if ((p.on_5xx || p.on_gateway_error || p.on_reset) && c->MayRetry()) {
-          c->Retry();
+        rq_->last_error_status = 504;
+        rq_->last_error = "upstream per-try timeout";
+        const CompiledRetryPolicy& p = rq_->route->retry;
+        if ((p.on_5xx || p.on_gateway_error || p.on_reset) && MayRetry()) {
+          Retry();
         } else {
-          c->SendLocal(504, "upstream per-try timeout\n", false);
+          SendLocal(504, "upstream per-try timeout\n", false);
         }
         return;
       }
-      WorkerStats::Add(c->worker_->mutable_stats().upstream_timeouts);
-      if (c->response_started_) {
-        c->Close();
+      WorkerStats::Add(worker_->mutable_stats().upstream_timeouts);
+      if (response_started_) {
+        Close();
         return;
       }
-      if (c->up_ != nullptr) {
-        c->EndActiveCount();
-        UpstreamConn* u = c->up_;
-        c->up_ = nullptr;
+      if (up_ != nullptr) {
+        EndActiveCount();
+        UpstreamConn* u = up_;
+        up_ = nullptr;
         u->Abandon();
       }
-      c->Fail(504, "upstream request timeout\n");
+      Fail(504, "upstream request timeout\n");
       return;
     }
   }
@@ -1278,7 +1316,7 @@ void DownstreamConn::OnClose() {
   }
   EndActiveCount();
   ReleaseTable();
-  worker_->ReleaseRequestState(std::move(rq_));
+  worker_->timeouts().Cancel(this);
   if (started_) WorkerStats::Sub(worker_->mutable_stats().downstream_connections_active);
   worker_->Forget(this);
 }

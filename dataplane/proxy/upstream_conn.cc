@@ -130,6 +130,9 @@ UpstreamConn::UpstreamConn(Worker* worker, const CompiledEndpoint& endpoint,
       idle_timeout_ms_(cluster.idle_timeout_ms),
       max_requests_(cluster.max_requests_per_connection),
       counters_(counters) {
+  uv_timer_init(worker->loop(), &timer_);
+  timer_.data = this;
+  open_handles_ = 2;
   ++counters_->connections;
   llhttp_init(&parser_, HTTP_RESPONSE, UpstreamCallbacks::Settings());
   parser_.data = this;
@@ -387,7 +390,24 @@ void UpstreamConn::OnWriteDone(int status) {
   if (down_ != nullptr && write_queue_size() < kLowWatermark) down_->OnUpstreamWritable();
 }
 
+void UpstreamConn::StartTimer(uint64_t ms, uv_timer_cb cb) {
+  if (closing_) return;
+  uv_timer_start(&timer_, cb, ms, 0);
+}
+
+void UpstreamConn::ShutdownThenClose() {
+  if (closing_) return;
+  if (reading_) {
+    uv_read_stop(stream());
+    reading_ = false;
+  }
+  if (StartShutdown()) {
+    StartTimer(5000, [](uv_timer_t* t) { static_cast<UpstreamConn*>(t->data)->Close(); });
+  }
+}
+
 void UpstreamConn::OnClose() {
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), OnHandleClosed);
   worker_->Forget(this);
   EndPending();
   --counters_->connections;

@@ -73,9 +73,7 @@ std::string HealthSnapshot::Key(std::string_view cluster, std::string_view endpo
 
 Conn::Conn(Worker* worker) : worker_(worker) {
   uv_tcp_init(worker->loop(), &tcp_);
-  uv_timer_init(worker->loop(), &timer_);
   tcp_.data = this;
-  timer_.data = this;
 }
 
 void Conn::Close() {
@@ -90,18 +88,6 @@ void Conn::Close() {
   reading_ = false;
   OnClose();
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), OnHandleClosed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), OnHandleClosed);
-}
-
-void Conn::ShutdownThenClose() {
-  if (closing_) return;
-  if (reading_) {
-    uv_read_stop(stream());
-    reading_ = false;
-  }
-  if (StartShutdown()) {
-    StartTimer(5000, [](uv_timer_t* t) { static_cast<Conn*>(t->data)->Close(); });
-  }
 }
 
 bool Conn::StartShutdown() {
@@ -137,11 +123,6 @@ void Conn::ShutdownWrite() {
 void Conn::OnHandleClosed(uv_handle_t* h) {
   Conn* c = static_cast<Conn*>(h->data);
   if (--c->open_handles_ == 0) delete c;
-}
-
-void Conn::StartTimer(uint64_t ms, uv_timer_cb cb) {
-  if (closing_) return;
-  uv_timer_start(&timer_, cb, ms, 0);
 }
 
 bool Conn::Write(const uv_buf_t* bufs, unsigned n) {
@@ -365,6 +346,9 @@ absl::Status Worker::Init() {
   async_.data = this;
   uv_timer_init(&loop_, &drain_timer_);
   drain_timer_.data = this;
+  timeouts_.Init(
+      &loop_, [](TimerWheel::Node* n, void*) { static_cast<DownstreamConn*>(n)->OnTimeout(); },
+      nullptr);
   absl::MutexLock lock(&mu_);
   inbox_open_ = true;
   return absl::OkStatus();
@@ -578,6 +562,7 @@ void Worker::MaybeFinishDrain() {
   for (auto& u : late) u->Arrive();
   uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&drain_timer_), nullptr);
+  timeouts_.Close();
 }
 
 void Worker::OnConnection(uv_stream_t* server, int status) {
@@ -735,7 +720,8 @@ void Worker::ReleaseRequestState(std::unique_ptr<RequestState> rq) {
   // usual size gives its memory back.
   if (free_requests_.size() >= kMaxPooledRequests || rq->head.capacity() > kMaxPooledRequestBytes ||
       rq->up_head.capacity() > kMaxPooledRequestBytes ||
-      rq->replay.capacity() > kMaxPooledRequestBytes) {
+      rq->replay.capacity() > kMaxPooledRequestBytes ||
+      rq->pending_in.capacity() > kMaxPooledRequestBytes) {
     return;
   }
   rq->head.clear();
@@ -745,6 +731,7 @@ void Worker::ReleaseRequestState(std::unique_ptr<RequestState> rq) {
   rq->upgrade_value.clear();
   rq->replay.clear();
   rq->last_error.clear();
+  rq->pending_in.clear();
   free_requests_.push_back(std::move(rq));
 }
 

@@ -22,6 +22,7 @@
 #include "common/tls/tls.h"
 #include "dataplane/proxy/proxy_server.h"
 #include "dataplane/proxy/route_table.h"
+#include "dataplane/proxy/timer_wheel.h"
 
 namespace flexgate::dataplane::internal {
 
@@ -116,7 +117,8 @@ struct TableRef {
   uint32_t refs = 0;
 };
 
-// Base of both connection kinds: a TCP handle and a timer, freed in the last close callback.
+// Base of both connection kinds: a TCP handle (and whatever handles a subclass adds, counted in
+// open_handles_), freed in the last close callback.
 //
 // TLS: a connection with a TlsSession (tls_ set) carries ciphertext on its socket. Write()
 // encrypts, read callbacks go through ReadTls(), which decrypts into the worker's shared read
@@ -132,10 +134,8 @@ class Conn {
   // Called once per finished uv_write, before the handle's close callback.
   virtual void OnWriteDone(int status) = 0;
 
-  // Closes both handles; `this` is deleted from the loop once both close callbacks ran.
+  // Closes the handles; `this` is deleted from the loop once every close callback ran.
   void Close();
-  // Flushes queued writes, sends FIN, then closes (bounded by a linger timer).
-  void ShutdownThenClose();
   // Flushes what is buffered, sends close_notify on TLS, and half-closes; the connection closes
   // when the peer's side is done. Returns false when it had to close at once (the caller then
   // arms no linger timer).
@@ -190,12 +190,10 @@ class Conn {
   bool WriteRaw(const uv_buf_t* bufs, unsigned n);
   // Writes now: a direct write first, copying only what the kernel did not take.
   bool WriteNow(const uv_buf_t* bufs, unsigned n);
-  void StartTimer(uint64_t ms, uv_timer_cb cb);
-  void StopTimer() { uv_timer_stop(&timer_); }
+  static void OnHandleClosed(uv_handle_t* h);
 
   Worker* worker_;
   uv_tcp_t tcp_;
-  uv_timer_t timer_;
   bool closing_ = false;
   bool reading_ = false;
   bool tls_handshake_seen_ = false;
@@ -203,9 +201,7 @@ class Conn {
   uint32_t tls_queued_ = 0;
   std::unique_ptr<tls::TlsSession> tls_;  // null for plain TCP
 
- private:
-  static void OnHandleClosed(uv_handle_t* h);
-  int open_handles_ = 2;
+  int open_handles_ = 1;
 };
 
 // One pooled or fresh connection to an upstream endpoint.
@@ -233,6 +229,8 @@ class UpstreamConn final : public Conn {
   void EnterIdle();
 
   void OnWriteDone(int status) override;
+  // Flushes queued writes, sends FIN, then closes (bounded by a linger timer).
+  void ShutdownThenClose();
 
   const std::string& key() const { return key_; }
   const std::string& pool_key() const { return pool_key_; }
@@ -268,7 +266,12 @@ class UpstreamConn final : public Conn {
   void EndPending();
   static void OnConnect(uv_connect_t* req, int status);
   static void OnIdleTimer(uv_timer_t* t);
+  void StartTimer(uint64_t ms, uv_timer_cb cb);
+  void StopTimer() { uv_timer_stop(&timer_); }
 
+  // Connect, idle and linger timeouts. (Client connections use the worker's TimerWheel
+  // instead: there are many more of them, and most are idle.)
+  uv_timer_t timer_;
   std::string key_;
   std::string pool_key_;
   std::shared_ptr<const tls::TlsClientContext> tls_ctx_;  // TLS clusters only
@@ -310,10 +313,12 @@ class UpstreamConn final : public Conn {
   bool new_field_ = true;
 };
 
-// The buffers of one request in progress on a DownstreamConn. Taken from a per-worker pool when
-// a request begins and returned when its exchange ends, so that idle keep-alive connections hold
-// no request memory and busy ones reuse warm buffers without allocating.
+// The parser and buffers of the request in progress on a DownstreamConn. Taken from a per-worker
+// pool when the connection receives bytes and returned once it is idle again with nothing
+// unparsed (DownstreamConn::MaybeReleaseRequest), so that an idle keep-alive connection holds no
+// request memory — not even a parser — and busy ones reuse warm buffers without allocating.
 struct RequestState {
+  llhttp_t parser;  // initialised on every acquire
   // The request head, as offsets into `head` (stable while `head` grows).
   std::string head;
   struct Span {
@@ -325,18 +330,46 @@ struct RequestState {
   std::string upgrade_value;  // the client's Upgrade header, forwarded on tunnel requests
   std::string replay;         // framed request body bytes, for a retry
   std::string last_error;     // body of the 5xx answer if retries run out
+  // Bytes read but not yet parsed: the next pipelined request(s).
+  std::string pending_in;
+
+  // Parse position (obs-fold detection): a header value arriving in two pieces is only legal
+  // when the pieces are adjacent in the input or split exactly at a read boundary.
+  const char* value_end = nullptr;
+  const char* buf_begin = nullptr;
+  const char* buf_end = nullptr;
+
+  // The exchange.
+  TableRef* table_ref = nullptr;
+  const CompiledRoute* route = nullptr;
+  uint32_t cluster = 0;
+  uint32_t endpoint = 0;
+  uint64_t header_bytes = 0;
+  uint64_t body_bytes = 0;
+  uint64_t request_timeout_ms = 0;
+  uint64_t request_deadline = 0;  // uv_now() ms
+  uint64_t try_deadline = 0;      // uv_now() ms; 0 = no per-try timeout armed
+  uint32_t attempts = 0;
+  int last_error_status = 503;
 };
 
 // One client connection. Requests are handled one at a time (pipelined requests wait, parsed
-// but unprocessed, in pending_in_), with both bodies streamed.
-class DownstreamConn final : public Conn {
+// but unprocessed, in RequestState::pending_in), with both bodies streamed.
+//
+// Memory: an idle keep-alive connection is this object alone (the TCP handle, a TimerWheel node
+// and a few flags), which is what thousands of idle clients cost; everything a request needs
+// lives in its RequestState.
+class DownstreamConn final : public Conn, public TimerWheel::Node {
  public:
   explicit DownstreamConn(Worker* worker);
+  ~DownstreamConn() override;
   // Called once after uv_accept succeeded. `tls`: the listener's context, or null for plain
   // HTTP.
   void Start(const tls::TlsServerContext* tls);
   // Drain: close now if idle, else after the current response.
   void BeginDrain();
+  // The worker's TimerWheel reached this connection's deadline.
+  void OnTimeout();
 
   void OnWriteDone(int status) override;
 
@@ -369,6 +402,12 @@ class DownstreamConn final : public Conn {
   void OnTlsError(const absl::Status& status) override;
   void OnTlsHandshakeDone() override;
   void Process(const char* data, size_t len);
+  // Takes a RequestState (with a fresh parser) when none is held.
+  void AcquireRequest();
+  // Returns the RequestState when the connection is idle with nothing unparsed. Only outside
+  // the parser.
+  void MaybeReleaseRequest();
+  size_t pending_size() const { return rq_ != nullptr ? rq_->pending_in.size() : 0; }
   void UpdateReading();
   void CloseAfterFlush();
 
@@ -387,7 +426,7 @@ class DownstreamConn final : public Conn {
   void RecordOutcome(uint32_t endpoint, int status, bool connect_failure);
   void StartTunnel();
   void ArmTimer();
-  // (Re)sets the connection's one timeout to `ms` from now; OnTimer runs when it passes.
+  // (Re)sets the connection's one timeout to `ms` from now; OnTimeout runs when it passes.
   void SetTimeout(uint64_t ms);
   void EndRequestCounts();
   void BuildUpstreamHead(const CompiledCluster& cluster);
@@ -399,73 +438,50 @@ class DownstreamConn final : public Conn {
   std::string_view HeaderValue(std::string_view name) const;
   void ReleaseTable();
   void RecordStatus(int status);
-  static void OnTimer(uv_timer_t* t);
+  // The client's address as text ("192.0.2.1", "2001:db8::1"), appended to `out`.
+  void AppendClientIp(std::string& out) const;
 
-  llhttp_t parser_;
-  std::string client_ip_;
+  // The current request (null while idle).
+  std::unique_ptr<RequestState> rq_;
+  UpstreamConn* up_ = nullptr;
+  uint64_t timeout_due_ = 0;  // uv_now() ms when the current timeout passes
+  uint32_t url_len_ = 0;
+
+  // The client's address, binary (4 or 16 bytes of client_addr_).
+  uint8_t client_addr_[16] = {};
+  uint8_t client_addr_len_ = 0;
 
   enum class Phase : uint8_t { kIdle, kHeaders, kActive };
   Phase phase_ = Phase::kIdle;
-  bool request_done_ = false;
-  bool response_started_ = false;
-  bool response_done_ = false;
-  bool close_after_ = false;      // close once the current response is written
-  bool draining_ = false;
-  bool saw_request_bytes_ = false;
-  bool read_blocked_ = false;     // back-pressure from the upstream side
-  bool shutdown_started_ = false;
-  bool discard_body_ = false;     // request body after a local response: read and dropped
-  bool req_chunked_ = false;      // request body forwarded with chunked framing
-  bool resp_chunked_ = false;     // response body re-framed as chunked to the client
-  bool resp_no_body_ = false;
-  bool retried_ = false;
-  bool idempotent_ = false;
-  bool replayable_ = false;       // replay_ holds every request body byte sent so far
-  bool upgrade_requested_ = false;
-  bool tunnel_ = false;
-  bool counted_cluster_ = false;  // counted in ClusterCounters::active
-  bool retry_in_flight_ = false;  // counted in ClusterCounters::retries_active
-  uint32_t attempts_ = 0;
-  int last_error_status_ = 503;
-  uint64_t request_deadline_ = 0;  // uv_now() ms
-  uint64_t try_deadline_ = 0;      // uv_now() ms; 0 = no per-try timeout armed
-  bool started_ = false;
-  bool eof_ = false;
-  bool client_keep_alive_ = true;
-  bool counted_active_ = false;
-  bool head_request_ = false;
-  bool expect_continue_ = false;
   uint8_t http_minor_ = 1;
-  uint64_t header_bytes_ = 0;
-  uint64_t body_bytes_ = 0;
-  uint64_t max_body_ = 0;
-
-  // The current request's buffers (null between requests).
-  std::unique_ptr<RequestState> rq_;
-  uint32_t url_len_ = 0;
-  bool new_field_ = true;
-  // obs-fold detection: a header value arriving in two pieces is only legal when the pieces are
-  // adjacent in the input or split exactly at a read boundary.
-  bool in_value_piece_ = false;
-  bool value_piece_at_buf_end_ = false;
-  const char* value_end_ = nullptr;
-  const char* buf_begin_ = nullptr;
-  const char* buf_end_ = nullptr;
-
-  // Bytes read but not yet parsed: the next pipelined request(s).
-  std::string pending_in_;
-
-  // The exchange.
-  TableRef* table_ref_ = nullptr;
-  const CompiledRoute* route_ = nullptr;
-  uint32_t cluster_ = 0;
-  uint32_t endpoint_ = 0;
-  UpstreamConn* up_ = nullptr;
-  uint64_t request_timeout_ms_ = 0;
-  // Lazy timer (SetTimeout): when the current timeout is due, and when the armed uv timer fires
-  // (0 = not armed). uv_now() ms.
-  uint64_t timeout_due_ = 0;
-  uint64_t timer_armed_due_ = 0;
+  // Flags, one bit each: thousands of idle connections make every byte count.
+  bool request_done_ : 1 = false;
+  bool response_started_ : 1 = false;
+  bool response_done_ : 1 = false;
+  bool close_after_ : 1 = false;  // close once the current response is written
+  bool draining_ : 1 = false;
+  bool read_blocked_ : 1 = false;  // back-pressure from the upstream side
+  bool shutdown_started_ : 1 = false;
+  bool discard_body_ : 1 = false;  // request body after a local response: read and dropped
+  bool req_chunked_ : 1 = false;   // request body forwarded with chunked framing
+  bool resp_chunked_ : 1 = false;  // response body re-framed as chunked to the client
+  bool resp_no_body_ : 1 = false;
+  bool retried_ : 1 = false;
+  bool idempotent_ : 1 = false;
+  bool replayable_ : 1 = false;  // replay holds every request body byte sent so far
+  bool upgrade_requested_ : 1 = false;
+  bool tunnel_ : 1 = false;
+  bool counted_cluster_ : 1 = false;  // counted in ClusterCounters::active
+  bool retry_in_flight_ : 1 = false;  // counted in ClusterCounters::retries_active
+  bool started_ : 1 = false;
+  bool eof_ : 1 = false;
+  bool client_keep_alive_ : 1 = true;
+  bool counted_active_ : 1 = false;
+  bool head_request_ : 1 = false;
+  bool expect_continue_ : 1 = false;
+  bool new_field_ : 1 = true;
+  bool in_value_piece_ : 1 = false;
+  bool value_piece_at_buf_end_ : 1 = false;
 };
 
 // A worker thread's state. Constructed and initialised on the creating thread; from Run() on,
@@ -528,6 +544,8 @@ class Worker {
   void RecordEndpointOutcome(const CompiledCluster& cluster, TableRef::ClusterState& state,
                              uint32_t endpoint, int status, bool connect_failure);
   uint64_t now_ms() { return uv_now(&loop_); }
+  // The client connections' timeouts.
+  TimerWheel& timeouts() { return timeouts_; }
 
   // Shared read buffer: reads are parsed synchronously inside the read callback, so one buffer
   // per loop serves every connection.
@@ -582,6 +600,7 @@ class Worker {
   uv_loop_t loop_;
   uv_async_t async_;
   uv_timer_t drain_timer_;
+  TimerWheel timeouts_;
   bool loop_initialized_ = false;
   std::vector<std::unique_ptr<Listener>> listeners_;
   WorkerStats stats_;
