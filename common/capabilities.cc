@@ -70,6 +70,10 @@ void ClusterFeatures(const Cluster& c, const std::string& path, FeatureSet& used
   if (c.circuit_breakers().ByteSizeLong() != 0)
     used.Use(features::kClusterCircuitBreakers, [&] { return path + ".circuit_breakers"; });
   if (c.tls().enabled()) used.Use(features::kClusterTls, [&] { return path + ".tls"; });
+  if (c.tls().enabled() && !c.tls().client_cert_file().empty()) {
+    used.Use(features::kClusterTlsClientCertificate,
+             [&] { return path + ".tls.client_cert_file"; });
+  }
 }
 
 void RouteFeatures(const Route& r, const std::string& path, FeatureSet& used) {
@@ -181,6 +185,7 @@ const std::vector<std::string>& AllFeatures() {
         std::string(features::kClusterOutlierDetection),
         std::string(features::kClusterCircuitBreakers),
         std::string(features::kClusterTls),
+        std::string(features::kClusterTlsClientCertificate),
         std::string(features::kRouteMatchHosts),
         std::string(features::kRouteMatchHostWildcard),
         std::string(features::kRouteMatchExact),

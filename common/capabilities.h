@@ -28,6 +28,8 @@ inline constexpr std::string_view kClusterHealthCheck = "cluster.health_check";
 inline constexpr std::string_view kClusterOutlierDetection = "cluster.outlier_detection";
 inline constexpr std::string_view kClusterCircuitBreakers = "cluster.circuit_breakers";
 inline constexpr std::string_view kClusterTls = "cluster.tls";
+// The agent presents a client certificate to TLS upstreams (tls.client_cert_file).
+inline constexpr std::string_view kClusterTlsClientCertificate = "cluster.tls.client_certificate";
 
 // Route matching.
 inline constexpr std::string_view kRouteMatchHosts = "route.match.hosts";

@@ -464,8 +464,18 @@ class Validator {
                   kMaxEjectionTime);
 
     const auto& tls = c.tls();
-    if (!tls.enabled() && (!tls.sni().empty() || !tls.ca_file().empty() || tls.insecure_skip_verify())) {
+    if (!tls.enabled() && (!tls.sni().empty() || !tls.ca_file().empty() || tls.insecure_skip_verify() ||
+                           !tls.client_cert_file().empty() || !tls.client_key_file().empty())) {
       Warning(p + ".tls.enabled", "unused_field", "TLS settings are ignored while tls.enabled is false");
+    }
+    // A client certificate is useless without its key and vice versa; a half-configured pair
+    // would only show up as refused handshakes in production.
+    if (tls.client_cert_file().empty() != tls.client_key_file().empty()) {
+      const bool cert_missing = tls.client_cert_file().empty();
+      Error(p + (cert_missing ? ".tls.client_cert_file" : ".tls.client_key_file"),
+            "incomplete_client_certificate",
+            cert_missing ? "tls.client_key_file is set: set tls.client_cert_file too (both or neither)"
+                         : "tls.client_cert_file is set: set tls.client_key_file too (both or neither)");
     }
     if (tls.enabled() && tls.insecure_skip_verify()) {
       Warning(p + ".tls.insecure_skip_verify", "insecure_tls",

@@ -14,7 +14,7 @@
 // hop_by_hop_header, forbidden_header, invalid_redirect_status, invalid_scheme, invalid_status,
 // invalid_prefix_rewrite, timeout_out_of_range, invalid_retry_attempts, unknown_retry_on,
 // missing_retriable_statuses, invalid_percent, missing_hash_on, invalid_enum, unused_field,
-// insecure_tls, invalid_cidr, cidr_host_bits, invalid_origin, invalid_frame_options,
+// insecure_tls, incomplete_client_certificate, invalid_cidr, cidr_host_bits, invalid_origin, invalid_frame_options,
 // invalid_referrer_policy, invalid_hsts, missing_key_hash, invalid_key_hash, plaintext_secret, duplicate_key,
 // no_keys, invalid_sample_rate, empty_policy, missing_rate_key, missing_unit, missing_header,
 // rate_zero, rate_absurd, route_shadowed, conflicting_policies, unsupported_feature.

@@ -1,9 +1,12 @@
 // flexgate-agent: flags -> Agent -> wait for a signal -> graceful drain. Everything else lives in
 // the flexgate_agent library so tests exercise the code that ships.
 //
-// Signals: SIGTERM and SIGINT drain and exit 0; SIGHUP reloads --config in static mode. They are
-// blocked in every thread (the mask is set before any thread starts) and taken here with sigwait,
-// so no handler runs at an arbitrary point of a worker.
+// Signals: SIGTERM and SIGINT drain and exit 0. SIGHUP reloads what the agent reads from disk:
+// --config in static mode (under a control plane the config comes from the stream instead), then,
+// in every mode, the certificate and key files of the TLS listeners. They are blocked in every
+// thread (the mask is set before any thread starts) and taken here with sigwait, so no handler
+// runs at an arbitrary point of a worker, and the file reads happen on this thread, never on a
+// worker loop.
 #include <signal.h>
 
 #include <cstdio>
@@ -70,16 +73,21 @@ int main(int argc, char** argv) {
     int sig = 0;
     if (sigwait(&signals, &sig) != 0) continue;
     if (sig == SIGHUP) {
-      if (!static_mode) {
-        FG_LOG_INFO("SIGHUP ignored: config comes from the control plane");
-        continue;
+      if (static_mode) {
+        absl::Status s = (*agent)->ReloadConfigFile();
+        if (s.ok()) {
+          FG_LOG_INFO("config reloaded");
+        } else {
+          FG_LOG_ERROR("config reload failed; still serving the previous config",
+                       {{"error", std::string(s.message())}});
+        }
       }
-      absl::Status s = (*agent)->ReloadConfigFile();
-      if (s.ok()) {
-        FG_LOG_INFO("config reloaded");
-      } else {
-        FG_LOG_ERROR("config reload failed; still serving the previous config",
-                     {{"error", std::string(s.message())}});
+      if ((*agent)->tls_listener_count() > 0) {
+        // Logs its own outcome, listener by listener; a failure changes nothing.
+        (void)(*agent)->ReloadListenerCertificates();
+      } else if (!static_mode) {
+        FG_LOG_INFO("SIGHUP: nothing to reload (the config comes from the control plane and no "
+                    "listener serves TLS)");
       }
       continue;
     }

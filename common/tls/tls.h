@@ -9,16 +9,19 @@
 // - No OpenSSL types in this header. Debian's gRPC and libpq link OpenSSL 3, so that is the
 //   implementation today (tls_openssl.cc); keeping the library behind this header lets a static
 //   BoringSSL build replace it later without touching the engine.
-// - Contexts are immutable once built and shared across worker threads as
-//   std::shared_ptr<const ...>. Reloading certificates means building a new context and swapping
-//   the pointer the same way route tables are swapped; sessions keep the context they started
-//   with alive until they end.
+// - Contexts are shared across worker threads. A client context is immutable. A server context
+//   reloads its certificates in place (ReloadCertificates): the certificate set it holds is an
+//   immutable snapshot behind one pointer, swapped whole; each session pins the snapshot it was
+//   created from, so new handshakes present the new certificates while established connections
+//   keep theirs. The pointer is read once per NewSession (one short lock per accepted
+//   connection), never per read or write.
 //
 // Thread-safety: contexts are safe to use from any number of threads at once. A TlsSession
 // belongs to one thread (the loop of its connection).
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -49,24 +52,42 @@ struct TlsServerOptions {
   // of them is refused with the no_application_protocol alert; a client that sends no ALPN is
   // served.
   std::vector<std::string> alpn = {"http/1.1"};
+  // Mutual TLS: when set, every client must present a certificate that chains to one of the CA
+  // certificates in this PEM file, or the handshake fails with an alert to the client. Empty:
+  // client certificates are neither requested nor checked.
+  std::string client_ca_file;
 };
 
 // Certificates and settings for accepted connections: TLS 1.2 and 1.3 only, forward-secret AEAD
 // cipher suites only, no renegotiation, stateless session tickets for resumption.
-class TlsServerContext : public std::enable_shared_from_this<TlsServerContext> {
+//
+// Create returns a mutable pointer so that its owner can reload the certificates; everyone else
+// (the workers' listeners) holds a shared_ptr<const TlsServerContext> and only creates sessions.
+class TlsServerContext {
  public:
   // Reads and checks every certificate and key file (disk I/O: call off the event loop).
   // Errors name the file and the reason: NotFound for a missing file, InvalidArgument for bad
   // PEM, an encrypted key, a key that does not match its certificate, or a bad server name.
-  static absl::StatusOr<std::shared_ptr<const TlsServerContext>> Create(TlsServerOptions options);
+  static absl::StatusOr<std::shared_ptr<TlsServerContext>> Create(TlsServerOptions options);
 
-  // Builds a fresh context from the same options, re-reading every file: the certificate reload.
-  // The current context stays valid for the sessions that use it; the caller publishes the new
-  // one to the workers and drops the old. On error nothing changes.
-  absl::StatusOr<std::shared_ptr<const TlsServerContext>> Reload() const;
+  // Re-reads every file of the options given to Create and, only if all of them load and check
+  // out, makes the new certificates the ones that new sessions use (certificate rotation without
+  // a restart). Sessions created before keep the certificates they started with until they end.
+  // On error nothing changes and the previous certificates keep serving; the status names the
+  // file and the reason, as Create's does. Disk I/O: call off the event loop. Safe to call
+  // concurrently with NewSession from any thread; concurrent reloads are serialized.
+  absl::Status ReloadCertificates();
 
-  // A session for one accepted connection. Cheap (no I/O); fails only when out of memory.
+  // A session for one accepted connection, with the certificates current at this moment.
+  // Cheap (no I/O); fails only when out of memory.
   absl::StatusOr<std::unique_ptr<TlsSession>> NewSession() const;
+
+  // Successful loads so far: 1 after Create, +1 per successful ReloadCertificates.
+  uint64_t generation() const;
+
+  // One line per configured certificate as currently loaded, in configuration order, for logs:
+  // "CN=api.example.com, expires 2027-03-01T12:00:00Z, cert_file /etc/flexgate/api.crt".
+  std::vector<std::string> DescribeCertificates() const;
 
   const TlsServerOptions& options() const;
 
@@ -178,7 +199,8 @@ class TlsSession {
   // Server sessions: index into TlsServerOptions::certificates of the certificate presented
   // (-1 before the ClientHello). Client sessions: -1.
   virtual int certificate_index() const = 0;
-  // True when the peer presented a certificate whose chain and name were verified.
+  // True when the peer presented a certificate whose chain (and, for a client session, name)
+  // was verified: the upstream's certificate, or a client certificate under client_ca_file.
   virtual bool peer_verified() const = 0;
   // The peer certificate's subject in one-line form ("CN=api.example.com"), empty if none.
   virtual std::string PeerCertificateSubject() const = 0;

@@ -17,12 +17,14 @@
 #include <climits>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "common/status_macros.h"
 #include "common/tls/tls.h"
 
@@ -164,6 +166,35 @@ absl::Status LoadCertificateAndKey(SSL_CTX* ctx, const std::string& cert_file,
     return absl::InvalidArgumentError(absl::StrCat("TLS: private key '", key_file,
                                                    "' does not match the certificate '", cert_file,
                                                    "': ", DrainErrors()));
+  }
+  return absl::OkStatus();
+}
+
+// Adds every certificate of the PEM file `path` to the trust store of `ctx` (and to `*out`
+// when given). `what` names the file in errors ("CA", "client CA").
+absl::Status LoadTrustedCas(SSL_CTX* ctx, const std::string& path, absl::string_view what,
+                            std::vector<X509Ptr>* out) {
+  FG_ASSIGN_OR_RETURN(const std::string pem, ReadFile(path, what));
+  BioPtr bio = MemBio(pem);
+  X509_STORE* store = SSL_CTX_get_cert_store(ctx);
+  int count = 0;
+  while (true) {
+    X509Ptr ca(PEM_read_bio_X509(bio.get(), nullptr, NoPassphrase, nullptr));
+    if (ca == nullptr) {
+      if (AtPemEnd()) break;
+      return absl::InvalidArgumentError(
+          absl::StrCat("TLS: bad certificate in ", what, " file '", path, "': ", DrainErrors()));
+    }
+    if (X509_STORE_add_cert(store, ca.get()) != 1) {  // does not take ownership
+      return absl::InvalidArgumentError(absl::StrCat("TLS: cannot trust a certificate from '",
+                                                     path, "': ", DrainErrors()));
+    }
+    ++count;
+    if (out != nullptr) out->push_back(std::move(ca));
+  }
+  if (count == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("TLS: no PEM certificate in ", what, " file '", path, "'"));
   }
   return absl::OkStatus();
 }
@@ -491,13 +522,19 @@ absl::StatusOr<SslPtr> NewSsl(SSL_CTX* ctx) {
 // ------------------------------------------------------------------------------------------------
 // Server context
 
-struct TlsServerContext::Impl {
-  TlsServerOptions options;
-  std::vector<SslCtxPtr> ctxs;  // one per certificate, identical apart from the certificate
+namespace {
+
+// One loaded set of listener certificates: an SSL_CTX per certificate, identical apart from the
+// certificate, and the SNI lookup over them. Immutable once built; every session created from
+// it holds it (the SNI and ALPN callbacks point into it), so a reload can replace it while
+// established connections keep using it.
+struct ServerCertificates {
+  std::vector<SslCtxPtr> ctxs;
   size_t default_index = 0;
   absl::flat_hash_map<std::string, size_t> exact;
   absl::flat_hash_map<std::string, size_t> wildcard;  // key: the part after "*."
   std::string alpn_wire;
+  bool verify_clients = false;
 
   // Exact name, then the one-label wildcard, then the default.
   size_t Select(absl::string_view sni) const {
@@ -515,7 +552,7 @@ struct TlsServerContext::Impl {
   }
 
   static int OnServerName(SSL* ssl, int* /*alert*/, void* arg) {
-    const Impl* self = static_cast<const Impl*>(arg);
+    const auto* self = static_cast<const ServerCertificates*>(arg);
     const char* sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
     SSL_CTX* chosen = self->ctxs[self->Select(sni != nullptr ? sni : "")].get();
     if (SSL_get_SSL_CTX(ssl) != chosen) SSL_set_SSL_CTX(ssl, chosen);
@@ -524,7 +561,7 @@ struct TlsServerContext::Impl {
 
   static int OnAlpn(SSL* /*ssl*/, const unsigned char** out, unsigned char* out_len,
                     const unsigned char* in, unsigned int in_len, void* arg) {
-    const Impl* self = static_cast<const Impl*>(arg);
+    const auto* self = static_cast<const ServerCertificates*>(arg);
     unsigned char* selected = nullptr;
     // Our preference order; `selected` points into alpn_wire, which outlives the session.
     if (SSL_select_next_proto(&selected, out_len,
@@ -538,16 +575,37 @@ struct TlsServerContext::Impl {
   }
 };
 
-TlsServerContext::TlsServerContext(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-TlsServerContext::~TlsServerContext() = default;
+// Requires client certificates issued by the CAs in `ca_file` (mutual TLS): trusts them for
+// verification and names them in the CertificateRequest so that clients pick a matching
+// certificate.
+absl::Status RequireClientCertificates(SSL_CTX* ctx, const std::string& ca_file) {
+  std::vector<X509Ptr> cas;
+  FG_RETURN_IF_ERROR(LoadTrustedCas(ctx, ca_file, "client CA", &cas));
+  STACK_OF(X509_NAME)* names = sk_X509_NAME_new_null();
+  if (names == nullptr) return absl::ResourceExhaustedError("TLS: out of memory");
+  for (const X509Ptr& ca : cas) {
+    X509_NAME* name = X509_NAME_dup(X509_get_subject_name(ca.get()));
+    if (name == nullptr || sk_X509_NAME_push(names, name) == 0) {
+      X509_NAME_free(name);
+      sk_X509_NAME_pop_free(names, X509_NAME_free);
+      return absl::ResourceExhaustedError("TLS: out of memory");
+    }
+  }
+  SSL_CTX_set_client_CA_list(ctx, names);  // takes ownership
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  return absl::OkStatus();
+}
 
-absl::StatusOr<std::shared_ptr<const TlsServerContext>> TlsServerContext::Create(
-    TlsServerOptions options) {
+// Reads every file of `options` and builds a certificate set; nothing is shared with any other
+// set, so a failure leaves whatever set is serving untouched.
+absl::StatusOr<std::shared_ptr<const ServerCertificates>> LoadServerCertificates(
+    const TlsServerOptions& options) {
   if (options.certificates.empty()) {
     return absl::InvalidArgumentError("TLS: a TLS listener needs at least one certificate");
   }
-  auto impl = std::make_unique<Impl>();
-  FG_ASSIGN_OR_RETURN(impl->alpn_wire, AlpnWire(options.alpn));
+  auto set = std::make_shared<ServerCertificates>();
+  FG_ASSIGN_OR_RETURN(set->alpn_wire, AlpnWire(options.alpn));
+  set->verify_clients = !options.client_ca_file.empty();
   bool have_default = false;
   for (size_t i = 0; i < options.certificates.size(); ++i) {
     const CertificateSpec& spec = options.certificates[i];
@@ -557,20 +615,26 @@ absl::StatusOr<std::shared_ptr<const TlsServerContext>> TlsServerContext::Create
     // Resumption through stateless tickets only: a server-side session cache would be shared,
     // locked state across workers and grow with every client.
     SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_OFF);
-    SSL_CTX_set_tlsext_servername_callback(ctx.get(), &Impl::OnServerName);
-    SSL_CTX_set_tlsext_servername_arg(ctx.get(), impl.get());
-    if (!impl->alpn_wire.empty()) SSL_CTX_set_alpn_select_cb(ctx.get(), &Impl::OnAlpn, impl.get());
-    impl->ctxs.push_back(std::move(ctx));
+    if (set->verify_clients) {
+      FG_RETURN_IF_ERROR(RequireClientCertificates(ctx.get(), options.client_ca_file));
+    }
+    // The callbacks only read the set; OpenSSL's signature wants a mutable pointer.
+    SSL_CTX_set_tlsext_servername_callback(ctx.get(), &ServerCertificates::OnServerName);
+    SSL_CTX_set_tlsext_servername_arg(ctx.get(), set.get());
+    if (!set->alpn_wire.empty()) {
+      SSL_CTX_set_alpn_select_cb(ctx.get(), &ServerCertificates::OnAlpn, set.get());
+    }
+    set->ctxs.push_back(std::move(ctx));
 
     if (spec.server_names.empty() && !have_default) {
-      impl->default_index = i;
+      set->default_index = i;
       have_default = true;
     }
     for (const std::string& raw : spec.server_names) {
       absl::StatusOr<std::string> name = NormalizeServerName(raw);
       if (!name.ok()) return name.status();
       const bool is_wildcard = name->size() > 2 && (*name)[0] == '*';
-      auto& map = is_wildcard ? impl->wildcard : impl->exact;
+      auto& map = is_wildcard ? set->wildcard : set->exact;
       std::string key = is_wildcard ? name->substr(2) : *std::move(name);
       auto [it, inserted] = map.emplace(std::move(key), i);
       if (!inserted) {
@@ -579,22 +643,106 @@ absl::StatusOr<std::shared_ptr<const TlsServerContext>> TlsServerContext::Create
       }
     }
   }
-  impl->options = std::move(options);
-  return std::shared_ptr<const TlsServerContext>(new TlsServerContext(std::move(impl)));
+  return std::shared_ptr<const ServerCertificates>(std::move(set));
 }
 
-absl::StatusOr<std::shared_ptr<const TlsServerContext>> TlsServerContext::Reload() const {
-  return Create(impl_->options);
+// "CN=api.example.com, expires 2027-03-01T12:00:00Z" for the certificate loaded into `ctx`.
+std::string DescribeLeaf(SSL_CTX* ctx) {
+  X509* cert = SSL_CTX_get0_certificate(ctx);
+  if (cert == nullptr) return "no certificate";
+  std::string out;
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  if (bio != nullptr) {
+    X509_NAME_print_ex(bio.get(), X509_get_subject_name(cert), 0, XN_FLAG_RFC2253);
+    char* data = nullptr;
+    const long len = BIO_get_mem_data(bio.get(), &data);
+    if (len > 0) out.assign(data, static_cast<size_t>(len));
+  }
+  std::tm tm{};
+  if (ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm) == 1) {
+    char when[32];
+    std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    absl::StrAppend(&out, out.empty() ? "" : ", ", "expires ", when);
+  }
+  return out;
+}
+
+}  // namespace
+
+struct TlsServerContext::Impl {
+  TlsServerOptions options;
+  // Held across a whole reload (which reads files), so that two reloads cannot interleave; never
+  // taken by NewSession.
+  absl::Mutex reload_mu;
+  // Guards only the pointer swap and its copy in NewSession.
+  mutable absl::Mutex mu;
+  std::shared_ptr<const ServerCertificates> current ABSL_GUARDED_BY(mu);
+  uint64_t generation ABSL_GUARDED_BY(mu) = 0;
+
+  std::shared_ptr<const ServerCertificates> Current() const {
+    absl::MutexLock lock(&mu);
+    return current;
+  }
+};
+
+TlsServerContext::TlsServerContext(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+TlsServerContext::~TlsServerContext() = default;
+
+absl::StatusOr<std::shared_ptr<TlsServerContext>> TlsServerContext::Create(
+    TlsServerOptions options) {
+  FG_ASSIGN_OR_RETURN(std::shared_ptr<const ServerCertificates> set,
+                      LoadServerCertificates(options));
+  auto impl = std::make_unique<Impl>();
+  impl->options = std::move(options);
+  {
+    absl::MutexLock lock(&impl->mu);
+    impl->current = std::move(set);
+    impl->generation = 1;
+  }
+  return std::shared_ptr<TlsServerContext>(new TlsServerContext(std::move(impl)));
+}
+
+absl::Status TlsServerContext::ReloadCertificates() {
+  absl::MutexLock reload(&impl_->reload_mu);
+  FG_ASSIGN_OR_RETURN(std::shared_ptr<const ServerCertificates> set,
+                      LoadServerCertificates(impl_->options));
+  std::shared_ptr<const ServerCertificates> old;
+  {
+    absl::MutexLock lock(&impl_->mu);
+    old = std::exchange(impl_->current, std::move(set));
+    ++impl_->generation;
+  }
+  // `old` is released here, outside the lock; if no session holds it any more, its SSL_CTXs
+  // are freed now.
+  return absl::OkStatus();
+}
+
+uint64_t TlsServerContext::generation() const {
+  absl::MutexLock lock(&impl_->mu);
+  return impl_->generation;
+}
+
+std::vector<std::string> TlsServerContext::DescribeCertificates() const {
+  std::shared_ptr<const ServerCertificates> set = impl_->Current();
+  std::vector<std::string> out;
+  for (size_t i = 0; i < set->ctxs.size(); ++i) {
+    out.push_back(absl::StrCat(DescribeLeaf(set->ctxs[i].get()), ", cert_file ",
+                               impl_->options.certificates[i].cert_file));
+  }
+  return out;
 }
 
 const TlsServerOptions& TlsServerContext::options() const { return impl_->options; }
 
 absl::StatusOr<std::unique_ptr<TlsSession>> TlsServerContext::NewSession() const {
-  FG_ASSIGN_OR_RETURN(SslPtr ssl, NewSsl(impl_->ctxs[impl_->default_index].get()));
+  std::shared_ptr<const ServerCertificates> set = impl_->Current();
+  FG_ASSIGN_OR_RETURN(SslPtr ssl, NewSsl(set->ctxs[set->default_index].get()));
   SSL_set_accept_state(ssl.get());
-  return std::unique_ptr<TlsSession>(
-      new OpenSslSession(std::move(ssl), shared_from_this(), /*is_client=*/false,
-                         /*verify_enabled=*/false, "", &impl_->ctxs));
+  const std::vector<SslCtxPtr>* ctxs = &set->ctxs;
+  const bool verify_clients = set->verify_clients;
+  return std::unique_ptr<TlsSession>(new OpenSslSession(std::move(ssl), std::move(set),
+                                                        /*is_client=*/false, verify_clients, "",
+                                                        ctxs));
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -615,27 +763,7 @@ absl::StatusOr<std::shared_ptr<const TlsClientContext>> TlsClientContext::Create
   SSL_CTX* ctx = impl->ctx.get();
 
   if (!options.ca_file.empty()) {
-    FG_ASSIGN_OR_RETURN(const std::string pem, ReadFile(options.ca_file, "CA"));
-    BioPtr bio = MemBio(pem);
-    X509_STORE* store = SSL_CTX_get_cert_store(ctx);
-    int count = 0;
-    while (true) {
-      X509Ptr ca(PEM_read_bio_X509(bio.get(), nullptr, NoPassphrase, nullptr));
-      if (ca == nullptr) {
-        if (AtPemEnd()) break;
-        return absl::InvalidArgumentError(absl::StrCat("TLS: bad certificate in CA file '",
-                                                       options.ca_file, "': ", DrainErrors()));
-      }
-      if (X509_STORE_add_cert(store, ca.get()) != 1) {  // does not take ownership
-        return absl::InvalidArgumentError(absl::StrCat("TLS: cannot trust a certificate from '",
-                                                       options.ca_file, "': ", DrainErrors()));
-      }
-      ++count;
-    }
-    if (count == 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("TLS: no PEM certificate in CA file '", options.ca_file, "'"));
-    }
+    FG_RETURN_IF_ERROR(LoadTrustedCas(ctx, options.ca_file, "CA", nullptr));
   } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
     return absl::UnavailableError(
         absl::StrCat("TLS: cannot load the system trust store: ", DrainErrors()));

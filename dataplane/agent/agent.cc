@@ -4,6 +4,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/admin_server.h"
 #include "common/canonical.h"
 #include "common/config_loader.h"
@@ -61,6 +62,23 @@ class AgentImpl final : public Agent {
     return ApplyConfigFile();
   }
 
+  absl::Status ReloadListenerCertificates() override {
+    if (!proxy_ || tls_contexts_.empty()) return absl::OkStatus();
+    absl::Status s = proxy_->ReloadListenerCertificates();
+    if (s.ok()) {
+      FG_LOG_INFO("listener certificates reloaded", {{"listeners", tls_contexts_.size()}});
+    } else {
+      FG_LOG_ERROR("listener certificate reload failed; the previous certificates keep serving",
+                   {{"error", std::string(s.message())}});
+    }
+    // What every TLS listener serves now, whether it reloaded or not, so that the log always
+    // says which certificates are live after a SIGHUP.
+    LogListenerCertificates();
+    return s;
+  }
+
+  size_t tls_listener_count() const override { return tls_contexts_.size(); }
+
   uint16_t proxy_port(size_t listener) const override {
     return proxy_ ? proxy_->listen_port(listener) : 0;
   }
@@ -108,6 +126,7 @@ class AgentImpl final : public Agent {
                             absl::StrCat("listener ", options_.listen_addresses[i], ": TLS: ",
                                          ctx.status().message()));
       }
+      tls_contexts_.push_back(TlsListener{i, *ctx});
       proxy_options.listen_tls.push_back(*std::move(ctx));
     }
     proxy_options.workers = options_.workers;
@@ -136,6 +155,7 @@ class AgentImpl final : public Agent {
     }
     FG_LOG_INFO("admin listening", {{"address", options_.admin_address},
                                     {"port", static_cast<unsigned>(admin_->port())}});
+    LogListenerCertificates();
 
     // 4. The first snapshot.
     if (static_config) return ApplyConfig(*static_config, absl::Now());
@@ -152,6 +172,18 @@ class AgentImpl final : public Agent {
     client_ = *std::move(client);
     client_->Start();
     return absl::OkStatus();
+  }
+
+  // One line per TLS listener: the certificates it presents to new connections (subject,
+  // expiry, file) and how many times they were loaded (generation 1 = at start).
+  void LogListenerCertificates() const {
+    for (const TlsListener& l : tls_contexts_) {
+      FG_LOG_INFO("listener certificates",
+                  {{"address", options_.listen_addresses[l.index]},
+                   {"port", static_cast<unsigned>(proxy_->listen_port(l.index))},
+                   {"generation", l.context->generation()},
+                   {"certificates", absl::StrJoin(l.context->DescribeCertificates(), "; ")}});
+    }
   }
 
   absl::StatusOr<flexgate::v1::Config> LoadCheckedConfigFile() const {
@@ -237,6 +269,13 @@ class AgentImpl final : public Agent {
   std::unique_ptr<SnapshotCache> cache_;
   std::unique_ptr<AdminServer> admin_;
   std::unique_ptr<ControlPlaneClient> client_;
+  // The TLS listeners' contexts (for the logs; the workers share them and the ProxyServer
+  // reloads them).
+  struct TlsListener {
+    size_t index;  // into options_.listen_addresses
+    std::shared_ptr<const tls::TlsServerContext> context;
+  };
+  std::vector<TlsListener> tls_contexts_;
   bool started_ = false;
   bool shut_down_ = false;
 };

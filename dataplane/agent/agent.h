@@ -5,6 +5,7 @@
 // Thread-safety: Start and Shutdown are called from one thread (main, or a test).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 
@@ -36,6 +37,16 @@ class Agent {
 
   // Static mode: reloads the config file (SIGHUP). On error the agent keeps its current table.
   virtual absl::Status ReloadConfigFile() = 0;
+
+  // Re-reads the certificate and key files of every TLS listener (SIGHUP, in every mode) and
+  // logs the outcome: per listener, the certificates now served, or why the reload was refused
+  // (that listener then keeps serving its previous certificates). New handshakes use the new
+  // certificates; established connections are untouched. Returns OK when every TLS listener
+  // reloaded, or when there is none. Call from the thread that called Start, after Start.
+  virtual absl::Status ReloadListenerCertificates() = 0;
+
+  // How many listeners serve TLS.
+  virtual size_t tls_listener_count() const = 0;
 
   virtual uint16_t proxy_port(size_t listener) const = 0;
   virtual uint16_t admin_port() const = 0;

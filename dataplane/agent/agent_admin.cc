@@ -118,6 +118,11 @@ constexpr ProxyCounter kProxyCounters[] = {
     {"upstream_tls_failures", "flexgate_upstream_tls_failures_total",
      "Upstream TLS failures, certificate verification included.", false,
      &PS::upstream_tls_failures},
+    {"tls_certificate_reloads", "flexgate_tls_certificate_reloads_total",
+     "Listener certificate sets reloaded (SIGHUP).", false, &PS::tls_certificate_reloads},
+    {"tls_certificate_reload_failures", "flexgate_tls_certificate_reload_failures_total",
+     "Listener certificate reloads refused; the previous certificates kept serving.", false,
+     &PS::tls_certificate_reload_failures},
 };
 
 struct ResponseClass {

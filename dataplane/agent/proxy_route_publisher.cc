@@ -5,8 +5,11 @@
 // Names change and may not resolve at all when a cached config is loaded during a DNS outage,
 // so a background thread re-compiles the last published config while it has host names and
 // publishes the result whenever an endpoint's address changed. Publishing and re-resolving take
-// one mutex, so a refresh never replaces a newer table with an older config.
-#include <algorithm>
+// one mutex, so a refresh never replaces a newer table with an older config. The thread sleeps
+// until the next refresh is due; a Publish (which may bring that time forward) and shutdown wake
+// it early.
+#include "dataplane/agent/proxy_route_publisher.h"
+
 #include <memory>
 #include <string>
 #include <thread>
@@ -41,9 +44,11 @@ std::string ResolvedFingerprint(const dataplane::RouteTable& table, bool* any_un
 
 class ProxyRoutePublisher final : public RoutePublisher {
  public:
-  ProxyRoutePublisher(dataplane::ProxyServer* proxy, absl::Duration refresh,
-                      absl::Duration retry_unresolved)
-      : proxy_(proxy), refresh_(refresh), retry_unresolved_(retry_unresolved) {
+  ProxyRoutePublisher(dataplane::ProxyServer* proxy, ProxyRoutePublisherOptions options)
+      : proxy_(proxy),
+        refresh_(options.refresh),
+        retry_unresolved_(options.retry_unresolved),
+        compile_options_{std::move(options.resolver)} {
     thread_ = std::thread([this] { RefreshLoop(); });
   }
 
@@ -58,9 +63,10 @@ class ProxyRoutePublisher final : public RoutePublisher {
   absl::Status Publish(const flexgate::v1::Config& config, uint64_t version, std::string hash,
                        std::function<void()> done) override {
     absl::MutexLock lock(&mu_);
-    auto table = dataplane::CompileRouteTable(config, version, hash);
+    auto table = dataplane::CompileRouteTable(config, version, hash, compile_options_);
     if (!table.ok()) return table.status();
     Remember(config, version, std::move(hash), **table);
+    ++generation_;  // wakes the refresh thread: the next refresh may now be due sooner
     proxy_->UpdateRouteTable(*std::move(table), std::move(done));
     return absl::OkStatus();
   }
@@ -83,9 +89,18 @@ class ProxyRoutePublisher final : public RoutePublisher {
   void RefreshLoop() {
     mu_.Lock();
     while (!stopping_) {
-      absl::Duration wait = config_ == nullptr ? absl::Hours(1) : next_refresh_ - absl::Now();
-      if (wait > absl::ZeroDuration()) {
-        mu_.AwaitWithTimeout(absl::Condition(&stopping_), std::min(wait, absl::Seconds(1)));
+      // Sleep until the refresh is due (indefinitely while there is nothing to refresh), or until
+      // a Publish or shutdown changes the picture; then look again.
+      const uint64_t seen = generation_;
+      auto woken = [this, seen]() ABSL_NO_THREAD_SAFETY_ANALYSIS {  // runs under mu_
+        return stopping_ || generation_ != seen;
+      };
+      if (config_ == nullptr) {
+        mu_.Await(absl::Condition(&woken));
+        continue;
+      }
+      if (absl::Now() < next_refresh_) {
+        mu_.AwaitWithDeadline(absl::Condition(&woken), next_refresh_);
         continue;
       }
       // Resolve without the lock: a slow DNS server must not delay a snapshot being published.
@@ -93,7 +108,7 @@ class ProxyRoutePublisher final : public RoutePublisher {
       uint64_t version = version_;
       std::string hash = hash_;
       mu_.Unlock();
-      auto table = dataplane::CompileRouteTable(*config, version, hash);
+      auto table = dataplane::CompileRouteTable(*config, version, hash, compile_options_);
       mu_.Lock();
       if (config != config_) continue;  // a newer config was published meanwhile
       if (!table.ok()) {  // cannot happen for a config that compiled once; do not spin
@@ -115,9 +130,12 @@ class ProxyRoutePublisher final : public RoutePublisher {
   dataplane::ProxyServer* const proxy_;
   const absl::Duration refresh_;
   const absl::Duration retry_unresolved_;
+  // Only the resolver; read by both threads, never changed.
+  const dataplane::CompileOptions compile_options_;
 
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;  // Publish calls so far
   std::shared_ptr<const flexgate::v1::Config> config_ ABSL_GUARDED_BY(mu_);
   uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;
   std::string hash_ ABSL_GUARDED_BY(mu_);
@@ -129,9 +147,17 @@ class ProxyRoutePublisher final : public RoutePublisher {
 }  // namespace
 
 std::unique_ptr<RoutePublisher> NewProxyRoutePublisher(dataplane::ProxyServer* proxy,
+                                                       ProxyRoutePublisherOptions options) {
+  return std::make_unique<ProxyRoutePublisher>(proxy, std::move(options));
+}
+
+std::unique_ptr<RoutePublisher> NewProxyRoutePublisher(dataplane::ProxyServer* proxy,
                                                        absl::Duration refresh,
                                                        absl::Duration retry_unresolved) {
-  return std::make_unique<ProxyRoutePublisher>(proxy, refresh, retry_unresolved);
+  ProxyRoutePublisherOptions options;
+  options.refresh = refresh;
+  options.retry_unresolved = retry_unresolved;
+  return NewProxyRoutePublisher(proxy, std::move(options));
 }
 
 }  // namespace flexgate::agent

@@ -4,7 +4,10 @@
 // a verdict changes. Workers never wait for it and never lock on the request path: they swap the
 // snapshot in from their inbox and skip failing endpoints when they pick one.
 //
-// Probes are plain HTTP/1.1 GETs with `Connection: close`; only the status line is read.
+// Probes are HTTP/1.1 GETs with `Connection: close`; only the status line is read. For a cluster
+// with upstream TLS the probe runs through a TLS session of the cluster's own client context
+// with the endpoint's SNI name, so CA, name verification and client certificate are exactly the
+// data path's: an endpoint whose handshake would fail for requests fails its checks too.
 // Thread-safety: every public method may be called from any thread.
 #pragma once
 
@@ -45,6 +48,7 @@ class HealthChecker {
 
   struct Target;
   struct Probe;
+  struct ProbeIo;  // the probes' libuv and TLS callbacks (a nested type: it reports results)
 
  private:
   static void OnAsync(uv_async_t* a);

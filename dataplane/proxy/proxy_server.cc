@@ -7,12 +7,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <thread>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "dataplane/proxy/health_checker.h"
 #include "dataplane/proxy/worker.h"
@@ -202,11 +204,36 @@ class ProxyServerImpl final : public ProxyServer {
     ProxyStats out;
     absl::MutexLock lock(&mu_);
     for (const auto& w : workers_) w->stats().AddTo(out);
+    out.tls_certificate_reloads = certificate_reloads_.load(std::memory_order_relaxed);
+    out.tls_certificate_reload_failures =
+        certificate_reload_failures_.load(std::memory_order_relaxed);
     if (health_) {
       out.health_checks_total = health_->probes();
       out.health_check_failures = health_->failures();
     }
     return out;
+  }
+
+  absl::Status ReloadListenerCertificates() override {
+    // No lock of ours is needed: options_ is immutable and each context serializes its own
+    // reloads. Workers keep accepting meanwhile; they see each listener's new certificates from
+    // their next accepted connection on.
+    std::vector<std::string> errors;
+    absl::StatusCode code = absl::StatusCode::kOk;
+    for (size_t i = 0; i < options_.listen_tls.size(); ++i) {
+      const std::shared_ptr<tls::TlsServerContext>& ctx = options_.listen_tls[i];
+      if (ctx == nullptr) continue;
+      absl::Status s = ctx->ReloadCertificates();
+      if (s.ok()) {
+        certificate_reloads_.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
+      certificate_reload_failures_.fetch_add(1, std::memory_order_relaxed);
+      if (code == absl::StatusCode::kOk) code = s.code();
+      errors.push_back(absl::StrCat("listener ", options_.listen_addresses[i], ": ", s.message()));
+    }
+    if (errors.empty()) return absl::OkStatus();
+    return absl::Status(code, absl::StrJoin(errors, "; "));
   }
 
   bool LoopsClosedCleanly() const override {
@@ -227,6 +254,8 @@ class ProxyServerImpl final : public ProxyServer {
   std::vector<uint16_t> ports_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<const RouteTable> current_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<internal::HealthChecker> health_ ABSL_GUARDED_BY(mu_);
+  std::atomic<uint64_t> certificate_reloads_{0};
+  std::atomic<uint64_t> certificate_reload_failures_{0};
 };
 
 }  // namespace

@@ -36,8 +36,9 @@ struct ProxyServerOptions {
   std::vector<std::string> listen_addresses;
   // TLS per listen address, by index: listen_tls[i] serves listen_addresses[i]. A missing or
   // null entry means plain HTTP. Contexts are built by the caller off the worker loops (they
-  // read certificate files) and shared, immutable, by every worker.
-  std::vector<std::shared_ptr<const tls::TlsServerContext>> listen_tls;
+  // read certificate files) and shared by every worker, which only creates sessions from them;
+  // ReloadListenerCertificates swaps their certificates in place.
+  std::vector<std::shared_ptr<tls::TlsServerContext>> listen_tls;
   int workers = 1;
   ProxyLimits limits;
 };
@@ -69,6 +70,8 @@ struct ProxyStats {
   uint64_t downstream_tls_handshakes = 0;         // client TLS handshakes completed
   uint64_t downstream_tls_handshake_failures = 0; // client TLS handshakes that failed
   uint64_t upstream_tls_failures = 0;  // upstream TLS handshakes that failed (incl. verification)
+  uint64_t tls_certificate_reloads = 0;          // listener certificate sets reloaded
+  uint64_t tls_certificate_reload_failures = 0;  // listener reloads refused (old set kept)
 };
 
 class ProxyServer {
@@ -97,6 +100,15 @@ class ProxyServer {
   virtual void Drain(absl::Duration deadline) = 0;
 
   virtual ProxyStats CollectStats() const = 0;
+
+  // Re-reads the certificate and key files of every TLS listener (disk I/O: call from a control
+  // thread, never a worker). Each listener is reloaded on its own and all or nothing: when its
+  // files load and check out, new handshakes on it present the new certificates at once, while
+  // connections already established keep theirs; otherwise it keeps serving what it served.
+  // Returns OK when every TLS listener reloaded (also when there is none), else an error naming
+  // each listener that did not and why. Counted in tls_certificate_reloads and
+  // tls_certificate_reload_failures. Safe to call at any time, from any non-worker thread.
+  virtual absl::Status ReloadListenerCertificates() = 0;
 
   // After Drain: true when every worker loop closed with nothing left open (uv_loop_close == 0).
   // Tests assert it; a false here means a leaked handle.

@@ -39,7 +39,8 @@ uint64_t Mix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-absl::Status ResolveEndpoint(const flexgate::v1::Endpoint& ep, CompiledEndpoint* out) {
+absl::Status ResolveEndpoint(const flexgate::v1::Endpoint& ep, const HostResolver& resolver,
+                             CompiledEndpoint* out) {
   if (ep.port() == 0 || ep.port() > 65535) {
     return absl::InvalidArgumentError(absl::StrCat("endpoint port ", ep.port(), " out of range"));
   }
@@ -60,27 +61,27 @@ absl::Status ResolveEndpoint(const flexgate::v1::Endpoint& ep, CompiledEndpoint*
     v6->sin6_port = htons(port);
     out->addr_len = sizeof(sockaddr_in6);
   } else {
-    // A host name: resolved once here, on the control thread. The first address wins.
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    addrinfo* res = nullptr;
-    int rc = getaddrinfo(addr.c_str(), nullptr, &hints, &res);
+    // A host name: resolved once here, on the control thread.
+    absl::StatusOr<ResolvedAddress> resolved =
+        resolver ? resolver(addr) : ResolveWithGetaddrinfo(addr);
     out->from_hostname = true;
     out->weight = ep.weight() == 0 ? 1 : ep.weight();
-    if (rc != 0 || res == nullptr) {
+    if (resolved.ok() && (resolved->len == 0 || resolved->len > sizeof(out->addr) ||
+                          (resolved->addr.ss_family != AF_INET &&
+                           resolved->addr.ss_family != AF_INET6))) {
+      resolved = absl::InternalError("resolver returned no usable address");
+    }
+    if (!resolved.ok()) {
       // A name that does not resolve now is not a broken config: the table still compiles (a
       // cached config must load while DNS is down), the endpoint has no address, the balancer
       // skips it, and the publisher re-resolves in the background (see route_publisher).
-      if (res != nullptr) freeaddrinfo(res);
       out->addr_len = 0;
       out->key = absl::StrCat("unresolved:", addr, ":", port);
-      out->resolve_error = gai_strerror(rc);
+      out->resolve_error = std::string(resolved.status().message());
       return absl::OkStatus();
     }
-    std::memcpy(&out->addr, res->ai_addr, res->ai_addrlen);
-    out->addr_len = res->ai_addrlen;
-    freeaddrinfo(res);
+    std::memcpy(&out->addr, &resolved->addr, resolved->len);
+    out->addr_len = resolved->len;
     if (out->addr.ss_family == AF_INET) {
       v4->sin_port = htons(port);
     } else {
@@ -326,9 +327,28 @@ const CompiledRoute* RouteTable::Match(const RouteRequest& request) const {
   return nullptr;
 }
 
+absl::StatusOr<ResolvedAddress> ResolveWithGetaddrinfo(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  int rc = getaddrinfo(host.c_str(), nullptr, &hints, &res);
+  if (rc != 0 || res == nullptr) {
+    if (res != nullptr) freeaddrinfo(res);
+    return absl::UnavailableError(rc != 0 ? gai_strerror(rc) : "no address");
+  }
+  // The first address wins.
+  ResolvedAddress out;
+  std::memcpy(&out.addr, res->ai_addr, res->ai_addrlen);
+  out.len = res->ai_addrlen;
+  freeaddrinfo(res);
+  return out;
+}
+
 absl::StatusOr<std::shared_ptr<const RouteTable>> CompileRouteTable(const Config& config,
                                                                     uint64_t version,
-                                                                    std::string hash) {
+                                                                    std::string hash,
+                                                                    const CompileOptions& options) {
   std::shared_ptr<RouteTable> table(new RouteTable());
   table->version_ = version;
   table->hash_ = std::move(hash);
@@ -346,7 +366,8 @@ absl::StatusOr<std::shared_ptr<const RouteTable>> CompileRouteTable(const Config
     CompiledCluster& cc = table->clusters_.emplace_back();
     cc.name = c.name();
     for (int j = 0; j < c.endpoints_size(); ++j) {
-      absl::Status s = ResolveEndpoint(c.endpoints(j), &cc.endpoints.emplace_back());
+      absl::Status s =
+          ResolveEndpoint(c.endpoints(j), options.resolver, &cc.endpoints.emplace_back());
       if (!s.ok()) {
         return absl::InvalidArgumentError(
             absl::StrCat(where, ".endpoints[", j, "]: ", s.message()));
@@ -361,6 +382,8 @@ absl::StatusOr<std::shared_ptr<const RouteTable>> CompileRouteTable(const Config
       tls::TlsClientOptions topts;
       topts.ca_file = c.tls().ca_file();
       topts.verify_peer = !c.tls().insecure_skip_verify();
+      topts.cert_file = c.tls().client_cert_file();
+      topts.key_file = c.tls().client_key_file();
       auto ctx = tls::TlsClientContext::Create(std::move(topts));
       if (!ctx.ok()) {
         return absl::InvalidArgumentError(

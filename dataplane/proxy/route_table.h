@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -38,12 +39,33 @@ namespace flexgate::dataplane {
 
 class RouteTable;
 
+// One address of a host name (its port is ignored: the endpoint's configured port is used).
+struct ResolvedAddress {
+  sockaddr_storage addr{};
+  socklen_t len = 0;
+};
+
+// Resolves an endpoint's host name (never an IP literal) to one address. Blocking; runs on the
+// thread that compiles. An error is not fatal: the endpoint stays unresolved (see
+// CompiledEndpoint::addr_len) and the error text becomes its resolve_error.
+using HostResolver = std::function<absl::StatusOr<ResolvedAddress>(const std::string& host)>;
+
+// The system resolver: getaddrinfo, first address returned.
+absl::StatusOr<ResolvedAddress> ResolveWithGetaddrinfo(const std::string& host);
+
+struct CompileOptions {
+  // How host names are resolved; empty means ResolveWithGetaddrinfo. The seam lets tests drive
+  // re-resolution (names that fail, then resolve, then move) without a DNS server.
+  HostResolver resolver;
+};
+
 // Compiles a config that has passed ValidateConfig. Returns INVALID_ARGUMENT for anything the
 // compiler cannot represent (the validator should have caught it first). Endpoint host names
-// that are not IP literals are resolved here with getaddrinfo, so call it off the request path
-// (the control thread), never on a worker loop.
+// that are not IP literals are resolved here (options.resolver, getaddrinfo by default), so call
+// it off the request path (the control thread), never on a worker loop.
 absl::StatusOr<std::shared_ptr<const RouteTable>> CompileRouteTable(
-    const flexgate::v1::Config& config, uint64_t version, std::string hash);
+    const flexgate::v1::Config& config, uint64_t version, std::string hash,
+    const CompileOptions& options = {});
 
 // One upstream endpoint, resolved to a socket address at compile time.
 struct CompiledEndpoint {
@@ -217,7 +239,8 @@ class RouteTable {
 
  private:
   friend absl::StatusOr<std::shared_ptr<const RouteTable>> CompileRouteTable(
-      const flexgate::v1::Config& config, uint64_t version, std::string hash);
+      const flexgate::v1::Config& config, uint64_t version, std::string hash,
+      const CompileOptions& options);
   RouteTable() = default;
 
   // The routes of one host bucket, indexed by path.

@@ -10,11 +10,13 @@
 #include <stdlib.h>
 
 #include <catch2/catch.hpp>
+#include <atomic>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace flexgate::tls {
@@ -520,21 +522,28 @@ TEST_CASE("bad certificate and key files give clear errors", "[tls]") {
   }
 }
 
-TEST_CASE("reload picks up new certificate files; old sessions keep working", "[tls]") {
+TEST_CASE("reload in place: new sessions get the new certificate and old sessions keep theirs",
+          "[tls]") {
   const Pki& pki = TestPki();
   TempDir dir;
   TlsServerOptions o;
   o.certificates.push_back({{"api.example.com"}, dir.File("live.crt"), dir.File("live.key")});
   WriteCert(dir.File("live.crt"), pki.api.get());
   WriteKey(dir.File("live.key"), pki.api_key.get());
-  auto first = TlsServerContext::Create(o);
-  REQUIRE(first.ok());
+  auto created = TlsServerContext::Create(o);
+  REQUIRE(created.ok());
+  std::shared_ptr<TlsServerContext> ctx = *created;
+  CHECK(ctx->generation() == 1);
   auto client_ctx = Client(pki.ca_file());
 
   Side old_client = NewClient(*client_ctx, "api.example.com");
-  Side old_server = NewServer(**first);
+  Side old_server = NewServer(*ctx);
   Pump(old_client, old_server);
   REQUIRE(old_client.session->peer_verified());
+
+  // A session created before the reload whose handshake has not even started: it was bound to
+  // the certificates current when it was created.
+  Side early_server = NewServer(*ctx);
 
   // Rotate: a new key and certificate for the same name, written over the live files. The
   // subject differs only so that the test can tell which certificate was presented.
@@ -543,25 +552,169 @@ TEST_CASE("reload picks up new certificate files; old sessions keep working", "[
       Issue(new_key.get(), "rotated", "DNS:api.example.com", pki.ca.get(), pki.ca_key.get());
   WriteCert(dir.File("live.crt"), new_cert.get());
   WriteKey(dir.File("live.key"), new_key.get());
-  auto second = (*first)->Reload();
-  REQUIRE(second.ok());
-  first->reset();  // the workers drop the old context; the old session still holds it
+  REQUIRE(ctx->ReloadCertificates().ok());
+  CHECK(ctx->generation() == 2);
+  REQUIRE(ctx->DescribeCertificates().size() == 1);
+  CHECK_THAT(ctx->DescribeCertificates()[0], Catch::StartsWith("CN=rotated, expires 20"));
+  CHECK_THAT(ctx->DescribeCertificates()[0], Catch::EndsWith("live.crt"));
 
   Side new_client = NewClient(*client_ctx, "api.example.com");
-  Side new_server = NewServer(**second);
+  Side new_server = NewServer(*ctx);
   Pump(new_client, new_server);
   REQUIRE(new_client.session->peer_verified());
   CHECK(new_client.session->PeerCertificateSubject() == "CN=rotated");
   CHECK(old_client.session->PeerCertificateSubject() == "CN=api.example.com");
-  // The connection made before the swap keeps working on the old context.
+  // The connection made before the reload keeps working on the old certificates.
   REQUIRE(old_client.session->WritePlaintext("still here").ok());
   Pump(old_client, old_server);
   CHECK(old_server.received == "still here");
 
-  // A broken file on reload leaves the caller with an error and its current context.
-  WriteText(dir.File("live.key"), "broken");
-  auto third = (*second)->Reload();
-  CHECK_FALSE(third.ok());
+  Side early_client = NewClient(*client_ctx, "api.example.com");
+  Pump(early_client, early_server);
+  REQUIRE(early_client.session->status().ok());
+  CHECK(early_client.session->PeerCertificateSubject() == "CN=api.example.com");
+
+  SECTION("a broken key file: the reload fails, nothing changes") {
+    WriteText(dir.File("live.key"), "broken");
+    absl::Status s = ctx->ReloadCertificates();
+    CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+    CHECK_THAT(std::string(s.message()), Catch::Contains("live.key"));
+  }
+  SECTION("a key that does not match the certificate: the reload fails, nothing changes") {
+    WriteKey(dir.File("live.key"), pki.org_key.get());
+    absl::Status s = ctx->ReloadCertificates();
+    CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+    CHECK_THAT(std::string(s.message()), Catch::Contains("does not match the certificate"));
+  }
+  SECTION("a missing certificate file: the reload fails, nothing changes") {
+    std::filesystem::remove(dir.File("live.crt"));
+    absl::Status s = ctx->ReloadCertificates();
+    CHECK(s.code() == absl::StatusCode::kNotFound);
+    CHECK_THAT(std::string(s.message()), Catch::Contains("live.crt"));
+  }
+  CHECK(ctx->generation() == 2);
+  Side after_client = NewClient(*client_ctx, "api.example.com");
+  Side after_server = NewServer(*ctx);
+  Pump(after_client, after_server);
+  REQUIRE(after_client.session->peer_verified());
+  CHECK(after_client.session->PeerCertificateSubject() == "CN=rotated");
+}
+
+TEST_CASE("reloads and new sessions from several threads at once", "[tls]") {
+  // Sessions are created on worker threads while the control thread reloads: every session gets
+  // one complete certificate set, and the old sets are freed when their last session ends (ASan
+  // and the handshakes below would notice otherwise).
+  auto ctx = TlsServerContext::Create(TestPki().ServerOptions());
+  REQUIRE(ctx.ok());
+  std::shared_ptr<TlsServerContext> server = *ctx;
+  auto client_ctx = Client(TestPki().ca_file());
+  std::atomic<bool> stop{false};
+  std::atomic<int> handshakes{0};
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2; ++t) {
+    threads.emplace_back([&] {
+      while (!stop.load()) {
+        auto c = client_ctx->NewSession("shop.example.org");
+        auto s = server->NewSession();
+        if (!c.ok() || !s.ok()) {
+          ++failures;
+          continue;
+        }
+        Side client{*std::move(c), {}, ReadResult::kWantMore};
+        Side srv{*std::move(s), {}, ReadResult::kWantMore};
+        (void)client.session->StartHandshake();
+        std::string wire;
+        for (int round = 0; round < 20 && !client.session->handshake_done(); ++round) {
+          client.ReadAll();
+          wire.clear();
+          client.session->TakeCiphertext(&wire);
+          srv.session->FeedCiphertext(wire);
+          srv.ReadAll();
+          wire.clear();
+          srv.session->TakeCiphertext(&wire);
+          client.session->FeedCiphertext(wire);
+          client.ReadAll();
+        }
+        if (client.session->peer_verified() &&
+            client.session->PeerCertificateSubject() == "CN=*.example.org") {
+          ++handshakes;
+        } else {
+          ++failures;
+        }
+      }
+    });
+  }
+  int reloads = 0;
+  for (; reloads < 20; ++reloads) REQUIRE(server->ReloadCertificates().ok());
+  // Let the handshakes overlap the reloads, then stop.
+  while (handshakes.load() < 20 && failures.load() == 0) std::this_thread::yield();
+  stop.store(true);
+  for (auto& t : threads) t.join();
+  CHECK(failures.load() == 0);
+  CHECK(server->generation() == 1 + static_cast<uint64_t>(reloads));
+}
+
+TEST_CASE("a server context with client_ca_file requires a client certificate", "[tls]") {
+  const Pki& pki = TestPki();
+  TlsServerOptions so = pki.ServerOptions();
+  so.client_ca_file = pki.ca_file();
+  auto server_ctx = TlsServerContext::Create(so);
+  INFO(server_ctx.status().ToString());
+  REQUIRE(server_ctx.ok());
+
+  SECTION("a client with a certificate from that CA is verified") {
+    TlsClientOptions co;
+    co.ca_file = pki.ca_file();
+    co.cert_file = pki.dir.File("org.crt");  // any certificate of the CA will do
+    co.key_file = pki.dir.File("org.key");
+    auto client_ctx = TlsClientContext::Create(co);
+    REQUIRE(client_ctx.ok());
+    Side client = NewClient(**client_ctx, "api.example.com");
+    Side server = NewServer(**server_ctx);
+    REQUIRE(client.session->WritePlaintext("hello").ok());
+    Pump(client, server);
+    REQUIRE(server.session->status().ok());
+    CHECK(server.session->peer_verified());
+    CHECK(server.session->PeerCertificateSubject() == "CN=*.example.org");
+    CHECK(server.received == "hello");
+  }
+  SECTION("a client without a certificate is refused") {
+    auto client_ctx = Client(pki.ca_file());
+    Side client = NewClient(*client_ctx, "api.example.com");
+    Side server = NewServer(**server_ctx);
+    (void)client.session->WritePlaintext("hello");
+    Pump(client, server);
+    CHECK_FALSE(server.session->status().ok());
+    CHECK(server.received.empty());
+    // TLS 1.3: the client finished its side of the handshake before the server refused; the
+    // server's alert arrives as an error on the client's next read.
+    CHECK_FALSE(client.session->status().ok());
+  }
+  SECTION("a client certificate from another CA is refused") {
+    TempDir other;
+    PkeyPtr key = NewKey();
+    X509Ptr cert = Issue(key.get(), "stranger", "DNS:stranger.example.com", pki.other_ca.get(),
+                         pki.other_ca_key.get());
+    WriteCert(other.File("c.crt"), cert.get());
+    WriteKey(other.File("c.key"), key.get());
+    TlsClientOptions co;
+    co.ca_file = pki.ca_file();
+    co.cert_file = other.File("c.crt");
+    co.key_file = other.File("c.key");
+    auto client_ctx = TlsClientContext::Create(co);
+    REQUIRE(client_ctx.ok());
+    Side client = NewClient(**client_ctx, "api.example.com");
+    Side server = NewServer(**server_ctx);
+    (void)client.session->WritePlaintext("hello");
+    Pump(client, server);
+    CHECK_FALSE(server.session->status().ok());
+    CHECK(server.received.empty());
+  }
+  SECTION("a bad client CA file stops Create") {
+    so.client_ca_file = pki.dir.File("missing-ca.crt");
+    CHECK(TlsServerContext::Create(so).status().code() == absl::StatusCode::kNotFound);
+  }
 }
 
 }  // namespace

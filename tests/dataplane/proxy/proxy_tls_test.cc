@@ -2,8 +2,11 @@
 // plain HTTP sent to it, a handshake that never finishes, and upstream TLS with verification that
 // succeeds, fails (wrong CA, wrong name) and is skipped on purpose. Certificates are generated at
 // test time (TestPki); the client is OpenSSL used directly (TlsTestClient), not common/tls.
+#include <filesystem>
+#include <fstream>
 #include <string>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_replace.h"
 #include "common/tls/tls.h"
@@ -22,7 +25,7 @@ using flexgate::testing::TlsTestClientOptions;
 struct Certs {
   std::unique_ptr<TestPki> pki;
   std::unique_ptr<TestPki> other;  // an unrelated CA: its certificates are not trusted
-  TestPki::Leaf api, org, upstream_ip, upstream_name, untrusted;
+  TestPki::Leaf api, org, upstream_ip, upstream_name, untrusted, client;
 
   Certs() {
     auto p = TestPki::Create();
@@ -41,9 +44,10 @@ struct Certs {
     upstream_ip = issue(*pki, "up-ip", {"127.0.0.1"});
     upstream_name = issue(*pki, "up-name", {"backend.internal"});
     untrusted = issue(*other, "untrusted", {"127.0.0.1"});
+    client = issue(*pki, "proxy-client", {"flexgate-proxy.internal"});
   }
 
-  std::shared_ptr<const tls::TlsServerContext> ListenerContext() const {
+  std::shared_ptr<tls::TlsServerContext> ListenerContext() const {
     tls::TlsServerOptions o;
     o.certificates.push_back({{"api.example.com"}, api.cert_file, api.key_file});
     o.certificates.push_back({{"*.example.org"}, org.cert_file, org.key_file});
@@ -53,9 +57,13 @@ struct Certs {
     return *ctx;
   }
 
-  static std::shared_ptr<const tls::TlsServerContext> Single(const TestPki::Leaf& leaf) {
+  // A server context with one certificate; with `client_ca`, it requires client certificates
+  // issued by that CA (an upstream that wants mutual TLS).
+  static std::shared_ptr<const tls::TlsServerContext> Single(const TestPki::Leaf& leaf,
+                                                             const std::string& client_ca = "") {
     tls::TlsServerOptions o;
     o.certificates.push_back({{}, leaf.cert_file, leaf.key_file});
+    o.client_ca_file = client_ca;
     auto ctx = tls::TlsServerContext::Create(o);
     REQUIRE(ctx.ok());
     return *ctx;
@@ -68,23 +76,28 @@ const Certs& TestCerts() {
 }
 
 // A proxy with one TLS listener (index 0) and one plain listener (index 1), over `upstreams`.
+// The TLS listener serves `listener` (default: the api.example.com / *.example.org pair).
 class TlsProxy {
  public:
   TlsProxy(const std::string& yaml, std::vector<std::unique_ptr<TestUpstream>> upstreams,
-           ProxyLimits limits = {}, int workers = 1)
+           ProxyLimits limits = {}, int workers = 1,
+           std::shared_ptr<tls::TlsServerContext> listener = nullptr)
       : ups_(std::move(upstreams)) {
     std::vector<uint16_t> ports;
     for (auto& u : ups_) ports.push_back(u->port());
     ProxyServerOptions opts;
     opts.listen_addresses = {"127.0.0.1:0", "127.0.0.1:0"};
-    opts.listen_tls = {TestCerts().ListenerContext(), nullptr};
+    opts.listen_tls = {listener != nullptr ? listener : TestCerts().ListenerContext(), nullptr};
     opts.workers = workers;
     opts.limits = limits;
     auto proxy = ProxyServer::Create(opts);
     REQUIRE(proxy.ok());
     proxy_ = *std::move(proxy);
     std::string text = absl::StrReplaceAll(
-        yaml, {{"{CA}", TestCerts().pki->ca_file()}, {"{OTHER_CA}", TestCerts().other->ca_file()}});
+        yaml, {{"{CA}", TestCerts().pki->ca_file()},
+               {"{OTHER_CA}", TestCerts().other->ca_file()},
+               {"{CLIENT_CERT}", TestCerts().client.cert_file},
+               {"{CLIENT_KEY}", TestCerts().client.key_file}});
     absl::Notification done;
     proxy_->UpdateRouteTable(CompileYaml(text, ports), [&] { done.Notify(); });
     REQUIRE(done.WaitForNotificationWithTimeout(absl::Seconds(5)));
@@ -109,6 +122,8 @@ class TlsProxy {
 
   ProxyServer& proxy() { return *proxy_; }
   TestUpstream& up(size_t i) { return *ups_[i]; }
+  // Replaces upstream `i` (e.g. by a new server on the port of a stopped one).
+  void ReplaceUpstream(size_t i, std::unique_ptr<TestUpstream> u) { ups_[i] = std::move(u); }
   uint16_t tls_port() const { return tls_port_; }
   uint16_t plain_port() const { return plain_port_; }
 
@@ -341,6 +356,298 @@ TEST_CASE("upstream TLS: a certificate that does not verify gets 502 and is coun
   r = HttpGet(p.plain_port(), "/ip/ok");
   REQUIRE(r.ok());
   CHECK(r->status == 200);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listener certificate reload
+
+// Overwrites `to` with the bytes of `from` (how an operator's deploy tool rotates a file).
+void CopyOver(const std::string& from, const std::string& to) {
+  std::filesystem::copy_file(from, to, std::filesystem::copy_options::overwrite_existing);
+}
+
+TEST_CASE("listener certificates reload in place: new handshakes get the new certificate") {
+  auto pki = TestPki::Create();
+  REQUIRE(pki.ok());
+  // Both certificates are valid for api.example.com; their subjects tell them apart.
+  auto first = (*pki)->Issue("first", {"api.example.com"});
+  auto second = (*pki)->Issue("second", {"rotated.example.com", "api.example.com"});
+  REQUIRE(first.ok());
+  REQUIRE(second.ok());
+  const std::string live_cert = (*pki)->File("live.crt");
+  const std::string live_key = (*pki)->File("live.key");
+  CopyOver(first->cert_file, live_cert);
+  CopyOver(first->key_file, live_key);
+  tls::TlsServerOptions o;
+  o.certificates.push_back({{"api.example.com"}, live_cert, live_key});
+  auto listener = tls::TlsServerContext::Create(o);
+  REQUIRE(listener.ok());
+  TlsProxy p(kPlainUpstreamConfig, PlainUpstream(), {}, /*workers=*/2, *listener);
+
+  TlsTestClientOptions copts;
+  copts.sni = "api.example.com";
+  copts.ca_file = (*pki)->ca_file();
+  auto connect = [&] {
+    auto c = TlsTestClient::Connect("127.0.0.1", p.tls_port(), copts);
+    INFO(c.status().ToString());
+    REQUIRE(c.ok());
+    return *std::move(c);
+  };
+  auto before = connect();
+  CHECK(before->PeerCommonName() == "api.example.com");
+  REQUIRE(before->Get("/one", "api.example.com").ok());
+
+  CopyOver(second->cert_file, live_cert);
+  CopyOver(second->key_file, live_key);
+  REQUIRE(p.proxy().ReloadListenerCertificates().ok());
+  CHECK(p.proxy().CollectStats().tls_certificate_reloads == 1);
+  // Every new connection, whichever worker accepts it, presents the new certificate.
+  for (int i = 0; i < 4; ++i) {
+    auto after = connect();
+    CHECK(after->PeerCommonName() == "rotated.example.com");
+    auto r = after->Get("/after", "api.example.com");
+    REQUIRE(r.ok());
+    CHECK(r->status == 200);
+  }
+  // The keep-alive connection from before the reload still works, on its old session.
+  auto r = before->Get("/two", "api.example.com");
+  REQUIRE(r.ok());
+  CHECK(r->status == 200);
+  CHECK(r->body == "u0 GET /two\n");
+
+  SECTION("a key that does not match: refused, the current certificate keeps serving") {
+    CopyOver(first->key_file, live_key);
+    absl::Status s = p.proxy().ReloadListenerCertificates();
+    CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+    CHECK_THAT(std::string(s.message()), Catch::Contains("does not match the certificate"));
+    CHECK_THAT(std::string(s.message()),
+               Catch::Contains("listener 127.0.0.1:0"));  // names the listener
+  }
+  SECTION("a missing certificate file: refused, the current certificate keeps serving") {
+    std::filesystem::remove(live_cert);
+    absl::Status s = p.proxy().ReloadListenerCertificates();
+    CHECK(s.code() == absl::StatusCode::kNotFound);
+    CHECK_THAT(std::string(s.message()), Catch::Contains("live.crt"));
+  }
+  SECTION("a file that is not PEM: refused, the current certificate keeps serving") {
+    std::ofstream(live_cert, std::ios::trunc) << "-----BEGIN CERTIFICATE-----\ngarbage\n";
+    CHECK_FALSE(p.proxy().ReloadListenerCertificates().ok());
+  }
+  ProxyStats st = p.proxy().CollectStats();
+  CHECK(st.tls_certificate_reloads == 1);
+  CHECK(st.tls_certificate_reload_failures == 1);
+  auto later = connect();
+  CHECK(later->PeerCommonName() == "rotated.example.com");
+  CHECK(later->Get("/later", "api.example.com").ok());
+  r = before->Get("/three", "api.example.com");
+  REQUIRE(r.ok());
+  CHECK(r->status == 200);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Active health checks through TLS
+
+std::unique_ptr<TestUpstream> BackendUpstream(const std::string& name, uint16_t port = 0) {
+  auto u = TestUpstream::StartTls(name, Certs::Single(TestCerts().upstream_name),
+                                  "127.0.0.1:" + std::to_string(port));
+  INFO(u.status().ToString());
+  REQUIRE(u.ok());
+  return *std::move(u);
+}
+
+constexpr char kTlsHealthConfig[] = R"(
+clusters:
+  - name: c
+    endpoints: [{ address: 127.0.0.1, port: {P0} }, { address: 127.0.0.1, port: {P1} }]
+    tls: { enabled: true, ca_file: "{CA}", sni: backend.internal }
+    health_check: { path: /health, interval: 0.05s, timeout: 1s, healthy_threshold: 1, unhealthy_threshold: 2 }
+routes:
+  - { name: r, match: { path: { prefix: / } }, cluster: c }
+)";
+
+// True once `n` requests in a row were answered 200 by `upstream`.
+bool AllGoTo(uint16_t port, const std::string& upstream, int n) {
+  for (int i = 0; i < n; ++i) {
+    auto r = HttpGet(port, "/");
+    if (!r.ok() || r->status != 200 || r->Header("x-upstream") != upstream) return false;
+  }
+  return true;
+}
+
+TEST_CASE("active health checks of a TLS cluster probe through TLS") {
+  std::vector<std::unique_ptr<TestUpstream>> ups;
+  ups.push_back(BackendUpstream("tls-a"));
+  ups.push_back(BackendUpstream("tls-b"));
+  TlsProxy p(kTlsHealthConfig, std::move(ups), {}, /*workers=*/2);
+  // TLS upstreams answer nothing but TLS: a /health request seen by both means the probes
+  // handshook (CA, SNI and name verification as on the data path) and spoke HTTP inside.
+  REQUIRE(WaitUntil([&] { return p.up(0).health_requests() >= 2 && p.up(1).health_requests() >= 2; }));
+  CHECK(p.proxy().CollectStats().health_check_failures == 0);
+
+  // /health fails on tls-b: regular traffic there would still succeed, so only the health
+  // checker can take it out of rotation.
+  p.up(1).SetHealthStatus(500);
+  REQUIRE(WaitUntil([&] { return p.proxy().CollectStats().health_check_failures >= 2; }));
+  REQUIRE(WaitUntil([&] { return AllGoTo(p.plain_port(), "tls-a", 3); }));
+  CHECK(AllGoTo(p.plain_port(), "tls-a", 20));
+
+  p.up(1).SetHealthStatus(200);
+  REQUIRE(WaitUntil([&] {
+    auto r = HttpGet(p.plain_port(), "/");
+    return r.ok() && r->status == 200 && r->Header("x-upstream") == "tls-b";
+  }));
+
+  // tls-b stops altogether: its probes fail to connect and it leaves the rotation; every
+  // request is answered by tls-a.
+  const uint16_t b_port = p.up(1).port();
+  uint64_t failures = p.proxy().CollectStats().health_check_failures;
+  p.up(1).Stop();
+  REQUIRE(WaitUntil([&] { return p.proxy().CollectStats().health_check_failures >= failures + 2; }));
+  REQUIRE(WaitUntil([&] { return AllGoTo(p.plain_port(), "tls-a", 3); }));
+  CHECK(AllGoTo(p.plain_port(), "tls-a", 20));
+
+  // It comes back on the same port: the checks see it healthy and traffic returns.
+  p.ReplaceUpstream(1, BackendUpstream("tls-b-again", b_port));
+  REQUIRE(WaitUntil([&] {
+    auto r = HttpGet(p.plain_port(), "/");
+    return r.ok() && r->status == 200 && r->Header("x-upstream") == "tls-b-again";
+  }));
+  CHECK(p.up(1).health_requests() >= 1);
+}
+
+TEST_CASE("a TLS health check fails when the upstream's certificate does not verify") {
+  std::vector<std::unique_ptr<TestUpstream>> ups;
+  ups.push_back(BackendUpstream("tls-a"));
+  // The certificate is for backend.internal; the cluster expects other.internal.
+  TlsProxy p(R"(
+clusters:
+  - name: c
+    endpoints: [{ address: 127.0.0.1, port: {P0} }]
+    tls: { enabled: true, ca_file: "{CA}", sni: other.internal }
+    health_check: { path: /health, interval: 0.05s, timeout: 1s }
+routes:
+  - { name: r, match: { path: { prefix: / } }, cluster: c }
+)",
+             std::move(ups));
+  REQUIRE(WaitUntil([&] { return p.proxy().CollectStats().health_check_failures >= 3; }));
+  // Refused at the handshake: not one request reached the upstream.
+  CHECK(p.up(0).health_requests() == 0);
+  CHECK(p.up(0).requests() == 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upstream mutual TLS
+
+TEST_CASE("upstream mutual TLS: the proxy presents its client certificate when configured") {
+  // Two upstreams that both require a client certificate from the test CA: one behind a cluster
+  // that has one (and health checks), one behind a cluster that has none.
+  std::vector<std::unique_ptr<TestUpstream>> ups;
+  for (const char* name : {"mtls-a", "mtls-b"}) {
+    auto u = TestUpstream::StartTls(
+        name, Certs::Single(TestCerts().upstream_name, TestCerts().pki->ca_file()));
+    REQUIRE(u.ok());
+    ups.push_back(*std::move(u));
+  }
+  TlsProxy p(R"(
+clusters:
+  - name: with-cert
+    endpoints: [{ address: 127.0.0.1, port: {P0} }]
+    tls:
+      enabled: true
+      ca_file: "{CA}"
+      sni: backend.internal
+      client_cert_file: "{CLIENT_CERT}"
+      client_key_file: "{CLIENT_KEY}"
+    health_check: { path: /health, interval: 0.05s, timeout: 1s }
+  - name: without-cert
+    endpoints: [{ address: 127.0.0.1, port: {P1} }]
+    tls: { enabled: true, ca_file: "{CA}", sni: backend.internal }
+routes:
+  - { name: with, match: { path: { prefix: /with/ } }, cluster: with-cert }
+  - { name: without, match: { path: { prefix: /without/ } }, cluster: without-cert }
+)",
+             std::move(ups));
+  auto r = HttpGet(p.plain_port(), "/with/x");
+  REQUIRE(r.ok());
+  CHECK(r->status == 200);
+  CHECK(r->body == "mtls-a GET /with/x\n");
+  // The health checker's probes carry the same client certificate.
+  REQUIRE(WaitUntil([&] { return p.up(0).health_requests() >= 1; }));
+
+  r = HttpGet(p.plain_port(), "/without/x");
+  REQUIRE(r.ok());
+  INFO(r->body);
+  CHECK((r->status == 502 || r->status == 503));
+  CHECK(absl::StrContains(r->body, "upstream TLS error"));
+  CHECK(p.proxy().CollectStats().upstream_tls_failures >= 1);
+  // The upstream refused the handshake: the request never reached it.
+  CHECK(p.up(1).requests() == 0);
+
+  // Still serving, with the certificate.
+  r = HttpGet(p.plain_port(), "/with/y");
+  REQUIRE(r.ok());
+  CHECK(r->status == 200);
+  CHECK(r->body == "mtls-a GET /with/y\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Websocket tunnels through a TLS listener
+
+constexpr char kUpgradeConfig[] = R"(
+clusters:
+  - name: plain
+    endpoints: [{ address: 127.0.0.1, port: {P0} }]
+  - name: tls
+    endpoints: [{ address: 127.0.0.1, port: {P1} }]
+    tls: { enabled: true, ca_file: "{CA}", sni: backend.internal }
+routes:
+  - { name: tls, match: { path: { prefix: /tls/ } }, cluster: tls, prefix_rewrite: / }
+  - { name: all, match: { path: { prefix: / } }, cluster: plain }
+)";
+
+TEST_CASE("a websocket tunnel works end to end through a TLS listener") {
+  std::vector<std::unique_ptr<TestUpstream>> ups;
+  auto plain = TestUpstream::Start("ws-plain");
+  REQUIRE(plain.ok());
+  ups.push_back(*std::move(plain));
+  ups.push_back(BackendUpstream("ws-tls"));
+  TlsProxy p(kUpgradeConfig, std::move(ups));
+
+  // The path is /ws on the plain upstream, /tls/ws (rewritten to /ws) on the TLS one: TLS to
+  // the client only, then TLS on both sides.
+  for (const std::string& path : {std::string("/ws"), std::string("/tls/ws")}) {
+    DYNAMIC_SECTION("path " << path) {
+      auto c = p.Client("api.example.com");
+      REQUIRE(c->SendRaw("GET " + path +
+                         " HTTP/1.1\r\nHost: api.example.com\r\nConnection: Upgrade\r\n"
+                         "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+                  .ok());
+      auto head = c->ReadResponse();
+      REQUIRE(head.ok());
+      REQUIRE(head->status == 101);
+      CHECK(absl::AsciiStrToLower(head->Header("upgrade")) == "websocket");
+      CHECK(WaitUntil([&] { return p.proxy().CollectStats().upgrades_active == 1; }));
+
+      // The upstream echoes raw bytes. The client sends bytes shaped like an HTTP response so
+      // that the test client can read the echo back with its response reader; the tunnel sees
+      // opaque bytes either way. Several rounds, one larger than many TLS records.
+      for (size_t size : {size_t{5}, size_t{1000}, size_t{256 * 1024}}) {
+        std::string payload(size, 'w');
+        for (size_t i = 0; i < payload.size(); i += 101) payload[i] = static_cast<char>('a' + i % 26);
+        REQUIRE(c->SendRaw("HTTP/1.1 200 OK\r\ncontent-length: " + std::to_string(size) +
+                           "\r\n\r\n" + payload)
+                    .ok());
+        auto echo = c->ReadResponse();
+        REQUIRE(echo.ok());
+        CHECK(echo->status == 200);
+        CHECK(echo->body == payload);
+      }
+      c.reset();  // the client goes away: the tunnel closes on both sides
+      CHECK(WaitUntil([&] { return p.proxy().CollectStats().upgrades_active == 0; }));
+    }
+  }
+  CHECK(p.proxy().CollectStats().upgrades_total >= 1);
 }
 
 }  // namespace
