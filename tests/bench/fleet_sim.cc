@@ -62,6 +62,7 @@
 #include "flexgate/v1/agent.pb.h"
 #include "flexgate/v1/config_service.grpc.pb.h"
 #include "tests/bench/fleet_proc_stats.h"
+#include "tests/controlplane/cp_test_support.h"
 #include "tests/harness/proc/process.h"
 #include "tests/harness/proc/test_postgres.h"
 #include "tests/harness/proc/test_util.h"
@@ -794,20 +795,15 @@ absl::StatusOr<SpawnedCp> SpawnCp(flexgate::testing::TestPostgres* pg, const Opt
                                   const std::string& token) {
   absl::StatusOr<std::string> url = pg->CreateDatabase("fleet_sim");
   if (!url.ok()) return url.status();
-  flexgate::testing::ProcessOptions po;
-  po.args = {flexgate::testing::BinaryPath("flexgate-cp"), "--listen", "127.0.0.1:0", "--admin",
-             "127.0.0.1:0", "--database-url", *url, "--shutdown-grace", "2"};
-  po.args.insert(po.args.end(), opt.cp_args.begin(), opt.cp_args.end());
-  po.env = {{"FLEXGATE_BOOTSTRAP_ADMIN_KEY", token}};
-  po.unset_env = {"FLEXGATE_DATABASE_URL"};
-  auto proc = flexgate::testing::Process::Start(std::move(po));
+  flexgate::testing::CpLaunchOptions launch;
+  launch.database_url = *url;
+  launch.bootstrap_key = token;
+  launch.extra_args = opt.cp_args;
+  launch.start_timeout = absl::Seconds(60);
+  flexgate::testing::CpPorts ports;
+  auto proc = flexgate::testing::LaunchCp(launch, &ports);
   if (!proc.ok()) return proc.status();
-  auto port = (*proc)->WaitForLogMatch(R"("grpc_port":(\d+))", absl::Seconds(60));
-  if (!port.ok()) {
-    return absl::UnavailableError(absl::StrCat("flexgate-cp did not start: ",
-                                               port.status().message()));
-  }
-  return SpawnedCp{std::move(proc).value(), absl::StrCat("127.0.0.1:", *port)};
+  return SpawnedCp{std::move(proc).value(), absl::StrCat("127.0.0.1:", ports.grpc)};
 }
 
 absl::StatusOr<Options> ParseFlags(int argc, char** argv) {

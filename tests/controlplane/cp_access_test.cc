@@ -2,7 +2,6 @@
 // audit trail and racing applies: flexgate-cp as a real process on a real PostgreSQL, called
 // over real gRPC channels.
 #include <catch2/catch.hpp>
-#include <grpcpp/grpcpp.h>
 
 #include <atomic>
 #include <functional>
@@ -16,21 +15,15 @@
 #include "absl/strings/str_cat.h"
 #include "common/canonical.h"
 #include "controlplane/pg.h"
-#include "flexgate/v1/agent.grpc.pb.h"
-#include "flexgate/v1/audit_service.grpc.pb.h"
-#include "flexgate/v1/config_service.grpc.pb.h"
-#include "flexgate/v1/tenant_service.grpc.pb.h"
-#include "tests/harness/proc/process.h"
-#include "tests/harness/proc/test_postgres.h"
+#include "tests/controlplane/cp_test_support.h"
 #include "tests/harness/proc/test_util.h"
 
 namespace flexgate::cp {
 namespace {
 
-using flexgate::testing::BinaryPath;
-using flexgate::testing::Process;
-using flexgate::testing::ProcessOptions;
-using flexgate::testing::TestPostgres;
+using flexgate::testing::LaunchOptions;
+using flexgate::testing::CpProcess;
+using flexgate::testing::FreshDatabase;
 using flexgate::testing::WaitFor;
 namespace v1 = flexgate::v1;
 using Code = grpc::StatusCode;
@@ -38,65 +31,12 @@ using Code = grpc::StatusCode;
 constexpr char kOperatorKey[] = "fgk_test_operator_key";
 
 v1::Config MakeConfig(uint32_t port, int routes = 1) {
-  v1::Config c;
-  auto* cluster = c.add_clusters();
-  cluster->set_name("web");
-  auto* ep = cluster->add_endpoints();
-  ep->set_address("127.0.0.1");
-  ep->set_port(port);
-  for (int i = routes - 1; i >= 0; --i) {
-    auto* route = c.add_routes();
-    route->set_name(i == 0 ? std::string("all") : absl::StrCat("r", i));
-    if (i == 0) {
-      route->mutable_match()->mutable_path()->set_prefix("/");
-    } else {
-      route->mutable_match()->mutable_path()->set_prefix(absl::StrCat("/r", i, "/"));
-    }
-    route->set_cluster("web");
-  }
-  return c;
+  return flexgate::testing::RouteConfig(port, routes);
 }
 
 // flexgate-cp with the operator key of tenant "default", plus stubs for every service.
-struct Cp {
-  explicit Cp(const std::string& db_url) {
-    ProcessOptions o;
-    o.args = {BinaryPath("flexgate-cp"), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
-              "--database-url", db_url, "--shutdown-grace", "2"};
-    o.env = {{"FLEXGATE_BOOTSTRAP_ADMIN_KEY", kOperatorKey}};
-    o.unset_env = {"FLEXGATE_DATABASE_URL"};
-    auto p = Process::Start(std::move(o));
-    REQUIRE(p.ok());
-    proc = std::move(p).value();
-    auto port = proc->WaitForLogMatch(R"("grpc_port":(\d+))", absl::Seconds(30));
-    INFO(proc->LogTail());
-    REQUIRE(port.ok());
-    channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", *port),
-                                  grpc::InsecureChannelCredentials());
-    config = v1::ConfigService::NewStub(channel);
-    tenants = v1::TenantService::NewStub(channel);
-    keys = v1::KeyService::NewStub(channel);
-    audit = v1::AuditService::NewStub(channel);
-    agents = v1::AgentService::NewStub(channel);
-  }
-  ~Cp() {
-    config.reset();
-    tenants.reset();
-    keys.reset();
-    audit.reset();
-    agents.reset();
-    channel.reset();
-    proc->Terminate();
-  }
-
-  static std::unique_ptr<grpc::ClientContext> Ctx(const std::string& key,
-                                                  const std::string& request_id = "") {
-    auto ctx = std::make_unique<grpc::ClientContext>();
-    if (!key.empty()) ctx->AddMetadata("authorization", absl::StrCat("Bearer ", key));
-    if (!request_id.empty()) ctx->AddMetadata("x-request-id", request_id);
-    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
-    return ctx;
-  }
+struct Cp : CpProcess {
+  explicit Cp(const std::string& db_url) : CpProcess(LaunchOptions(db_url, kOperatorKey)) {}
 
   // Creates a tenant as the operator and returns its first admin key.
   std::string CreateTenant(const std::string& name) {
@@ -131,23 +71,7 @@ struct Cp {
     if (base) req.set_base_version(*base);
     return config->Apply(Ctx(key, request_id).get(), req, resp);
   }
-
-  std::unique_ptr<Process> proc;
-  std::shared_ptr<grpc::Channel> channel;
-  std::unique_ptr<v1::ConfigService::Stub> config;
-  std::unique_ptr<v1::TenantService::Stub> tenants;
-  std::unique_ptr<v1::KeyService::Stub> keys;
-  std::unique_ptr<v1::AuditService::Stub> audit;
-  std::unique_ptr<v1::AgentService::Stub> agents;
 };
-
-std::string FreshDatabase() {
-  auto pg = TestPostgres::Shared();
-  REQUIRE(pg.ok());
-  auto url = (*pg)->CreateDatabase("cp_access");
-  REQUIRE(url.ok());
-  return *url;
-}
 
 std::unique_ptr<PgConn> Db(const std::string& url) {
   auto conn = PgConn::Connect(url);
@@ -159,22 +83,14 @@ std::unique_ptr<PgConn> Db(const std::string& url) {
 // the status the control plane ended the stream with.
 grpc::Status ConnectAgent(Cp& cp, const std::string& secret, v1::Snapshot* first = nullptr,
                           const std::string& agent_id = "agent-1") {
-  grpc::ClientContext ctx;
-  ctx.AddMetadata("authorization", absl::StrCat("Bearer ", secret));
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
-  auto stream = cp.agents->Connect(&ctx);
-  v1::AgentMessage hello;
-  hello.mutable_hello()->set_agent_id(agent_id);
-  hello.mutable_hello()->mutable_labels()->insert({"zone", "eu-1"});
-  if (!stream->Write(hello)) return stream->Finish();
+  v1::Hello hello;
+  hello.set_agent_id(agent_id);
+  hello.mutable_labels()->insert({"zone", "eu-1"});
+  flexgate::testing::FakeAgent agent(cp, hello, secret);
   v1::ControlMessage msg;
-  if (stream->Read(&msg)) {
-    if (first != nullptr && msg.has_snapshot()) *first = msg.snapshot();
-    ctx.TryCancel();
-    (void)stream->Finish();
-    return grpc::Status::OK;
-  }
-  return stream->Finish();
+  if (!agent.Read(&msg)) return agent.FinishStatus();
+  if (first != nullptr && msg.has_snapshot()) *first = msg.snapshot();
+  return grpc::Status::OK;  // the agent goes away (its stream is cancelled)
 }
 
 // Every RPC of the operator API, called with `key` against tenant `tenant`.
@@ -261,7 +177,7 @@ std::map<std::string, int64_t> RowCounts(PgConn& db) {
 }
 
 TEST_CASE("Every RPC refuses a key of another tenant and a call without a key") {
-  const std::string url = FreshDatabase();
+  const std::string url = FreshDatabase("cp_access");
   Cp cp(url);
   const std::string alpha = cp.CreateTenant("alpha");
   const std::string beta = cp.CreateTenant("beta");
@@ -300,7 +216,7 @@ TEST_CASE("Every RPC refuses a key of another tenant and a call without a key") 
 }
 
 TEST_CASE("Viewers read and validate and editors apply and roll back and only admins manage keys") {
-  const std::string url = FreshDatabase();
+  const std::string url = FreshDatabase("cp_access");
   Cp cp(url);
   const std::string admin = cp.CreateTenant("acme");
   const std::string editor = cp.CreateKey(admin, "editor").secret();
@@ -356,7 +272,7 @@ TEST_CASE("Viewers read and validate and editors apply and roll back and only ad
 }
 
 TEST_CASE("Keys are shown once and stored only as hashes and a revoked key stops at once") {
-  const std::string url = FreshDatabase();
+  const std::string url = FreshDatabase("cp_access");
   Cp cp(url);
   const std::string admin = cp.CreateTenant("acme");
   v1::CreateKeyResponse created = cp.CreateKey(admin, "viewer", "dashboard");
@@ -418,7 +334,7 @@ TEST_CASE("Keys are shown once and stored only as hashes and a revoked key stops
 }
 
 TEST_CASE("Enrollment tokens open only the agent stream of their tenant") {
-  const std::string url = FreshDatabase();
+  const std::string url = FreshDatabase("cp_access");
   Cp cp(url);
   const std::string admin = cp.CreateTenant("acme");
   const std::string editor = cp.CreateKey(admin, "editor").secret();
@@ -472,7 +388,7 @@ TEST_CASE("Enrollment tokens open only the agent stream of their tenant") {
 }
 
 TEST_CASE("Diff compares any two versions and Rollback stores an old version as a new one") {
-  const std::string url = FreshDatabase();
+  const std::string url = FreshDatabase("cp_access");
   Cp cp(url);
   const std::string admin = cp.CreateTenant("acme");
   v1::ApplyResponse v1r, v2r;
@@ -556,7 +472,7 @@ TEST_CASE("Diff compares any two versions and Rollback stores an old version as 
 }
 
 TEST_CASE("Validate returns the semantic diff and impact and redacted secret warnings and never writes") {
-  const std::string url = FreshDatabase();
+  const std::string url = FreshDatabase("cp_access");
   Cp cp(url);
   const std::string admin = cp.CreateTenant("acme");
   v1::Config live = MakeConfig(8081, 3);
@@ -634,7 +550,7 @@ TEST_CASE("Validate returns the semantic diff and impact and redacted secret war
 }
 
 TEST_CASE("Every mutation appends an audit row that no API and no UPDATE can change") {
-  const std::string url = FreshDatabase();
+  const std::string url = FreshDatabase("cp_access");
   Cp cp(url);
   const std::string admin = cp.CreateTenant("acme");
   v1::ListKeysResponse own;
@@ -733,7 +649,7 @@ TEST_CASE("Every mutation appends an audit row that no API and no UPDATE can cha
 }
 
 TEST_CASE("Of two racing applies on the same base exactly one wins and the other is ABORTED") {
-  const std::string url = FreshDatabase();
+  const std::string url = FreshDatabase("cp_access");
   Cp cp(url);
   const std::string admin = cp.CreateTenant("acme");
   v1::ApplyResponse base;

@@ -3,51 +3,37 @@
 // report, and Apply must refuse (unless allow_unsupported is set), a config that uses a feature
 // some of the tenant's agents cannot enforce, because those agents would NACK it.
 #include <catch2/catch.hpp>
-#include <grpcpp/grpcpp.h>
 
 #include <memory>
 #include <set>
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
-#include "absl/strings/str_cat.h"
 #include "common/capabilities.h"
-#include "flexgate/v1/agent.grpc.pb.h"
-#include "flexgate/v1/config_service.grpc.pb.h"
-#include "tests/harness/proc/process.h"
-#include "tests/harness/proc/test_postgres.h"
-#include "tests/harness/proc/test_util.h"
+#include "tests/controlplane/cp_test_support.h"
 
 namespace flexgate::cp {
 namespace {
 
-using flexgate::testing::BinaryPath;
-using flexgate::testing::Process;
-using flexgate::testing::ProcessOptions;
-using flexgate::testing::TestPostgres;
+using flexgate::testing::LaunchOptions;
+using flexgate::testing::CpProcess;
+using flexgate::testing::FreshDatabase;
 namespace v1 = flexgate::v1;
 
 constexpr char kOperatorKey[] = "fgk_capabilities_test_operator";
 
-// One cluster and a prefix route; with `regex`, a second route matched by an RE2 regex.
+// One cluster and a prefix route; with `regex`, first a route matched by an RE2 regex.
 v1::Config MakeConfig(bool regex, uint32_t port = 8081) {
-  v1::Config c;
-  auto* cluster = c.add_clusters();
-  cluster->set_name("web");
-  auto* ep = cluster->add_endpoints();
-  ep->set_address("127.0.0.1");
-  ep->set_port(port);
+  v1::Config c = flexgate::testing::RouteConfig(port);
   if (regex) {
+    v1::Route all = c.routes(0);
+    c.clear_routes();
     auto* r = c.add_routes();
     r->set_name("orders");
     r->mutable_match()->mutable_path()->set_regex("^/orders/[0-9]+$");
     r->set_cluster("web");
+    *c.add_routes() = std::move(all);
   }
-  auto* route = c.add_routes();
-  route->set_name("all");
-  route->mutable_match()->mutable_path()->set_prefix("/");
-  route->set_cluster("web");
   return c;
 }
 
@@ -59,43 +45,14 @@ std::vector<std::string> AllBut(const std::string& missing) {
   return out;
 }
 
-struct Cp {
-  explicit Cp(const std::string& db_url) {
-    ProcessOptions o;
-    o.args = {BinaryPath("flexgate-cp"), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
-              "--database-url", db_url, "--shutdown-grace", "2"};
-    o.env = {{"FLEXGATE_BOOTSTRAP_ADMIN_KEY", kOperatorKey}};
-    o.unset_env = {"FLEXGATE_DATABASE_URL"};
-    auto p = Process::Start(std::move(o));
-    REQUIRE(p.ok());
-    proc = std::move(p).value();
-    auto port = proc->WaitForLogMatch(R"("grpc_port":(\d+))", absl::Seconds(30));
-    INFO(proc->LogTail());
-    REQUIRE(port.ok());
-    channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", *port),
-                                  grpc::InsecureChannelCredentials());
-    config = v1::ConfigService::NewStub(channel);
-    agents = v1::AgentService::NewStub(channel);
-  }
-  ~Cp() {
-    config.reset();
-    agents.reset();
-    channel.reset();
-    proc->Terminate();
-  }
-
-  static std::unique_ptr<grpc::ClientContext> Ctx() {
-    auto ctx = std::make_unique<grpc::ClientContext>();
-    ctx->AddMetadata("authorization", absl::StrCat("Bearer ", kOperatorKey));
-    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
-    return ctx;
-  }
+struct Cp : CpProcess {
+  explicit Cp(const std::string& db_url) : CpProcess(LaunchOptions(db_url, kOperatorKey)) {}
 
   v1::ValidateResponse Validate(const v1::Config& cfg) {
     v1::ValidateRequest req;
     *req.mutable_config() = cfg;
     v1::ValidateResponse resp;
-    grpc::Status s = config->Validate(Ctx().get(), req, &resp);
+    grpc::Status s = config->Validate(Ctx(kOperatorKey).get(), req, &resp);
     INFO(s.error_message());
     REQUIRE(s.ok());
     return resp;
@@ -105,48 +62,22 @@ struct Cp {
     v1::ApplyRequest req;
     *req.mutable_config() = cfg;
     req.set_allow_unsupported(allow_unsupported);
-    return config->Apply(Ctx().get(), req, resp);
+    return config->Apply(Ctx(kOperatorKey).get(), req, resp);
   }
-
-  std::unique_ptr<Process> proc;
-  std::shared_ptr<grpc::Channel> channel;
-  std::unique_ptr<v1::ConfigService::Stub> config;
-  std::unique_ptr<v1::AgentService::Stub> agents;
 };
 
 // A fake agent announcing `capabilities`; the operator key (admin of tenant "default") opens
 // agent streams of "default".
-class FakeAgent {
- public:
-  FakeAgent(Cp& cp, const std::string& id, const std::vector<std::string>& capabilities) {
-    ctx_.AddMetadata("authorization", absl::StrCat("Bearer ", kOperatorKey));
-    ctx_.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
-    stream_ = cp.agents->Connect(&ctx_);
-    v1::AgentMessage hello;
-    hello.mutable_hello()->set_agent_id(id);
-    for (const std::string& c : capabilities) hello.mutable_hello()->add_capabilities(c);
-    REQUIRE(stream_->Write(hello));
-  }
-  ~FakeAgent() { Close(); }
+struct FakeAgent : flexgate::testing::FakeAgent {
+  FakeAgent(Cp& cp, const std::string& id, const std::vector<std::string>& capabilities)
+      : flexgate::testing::FakeAgent(cp, Hello(id, capabilities), kOperatorKey) {}
 
-  void Close() {
-    if (closed_) return;
-    closed_ = true;
-    ctx_.TryCancel();
-    (void)stream_->Finish();
+  static v1::Hello Hello(const std::string& id, const std::vector<std::string>& capabilities) {
+    v1::Hello hello;
+    hello.set_agent_id(id);
+    for (const std::string& c : capabilities) hello.add_capabilities(c);
+    return hello;
   }
-  // The next snapshot: its arrival also proves the control plane has recorded the Hello.
-  v1::Snapshot Next() {
-    v1::ControlMessage msg;
-    REQUIRE(stream_->Read(&msg));
-    REQUIRE(msg.has_snapshot());
-    return msg.snapshot();
-  }
-
- private:
-  grpc::ClientContext ctx_;
-  std::unique_ptr<grpc::ClientReaderWriter<v1::AgentMessage, v1::ControlMessage>> stream_;
-  bool closed_ = false;
 };
 
 std::vector<v1::Diagnostic> WithCode(const google::protobuf::RepeatedPtrField<v1::Diagnostic>& d,
@@ -158,16 +89,8 @@ std::vector<v1::Diagnostic> WithCode(const google::protobuf::RepeatedPtrField<v1
   return out;
 }
 
-std::string FreshDatabase() {
-  auto pg = TestPostgres::Shared();
-  REQUIRE(pg.ok());
-  auto url = (*pg)->CreateDatabase("cp_caps");
-  REQUIRE(url.ok());
-  return *url;
-}
-
 TEST_CASE("Validate and Apply check the features a config uses against the agents' capabilities") {
-  Cp cp(FreshDatabase());
+  Cp cp(FreshDatabase("cp_caps"));
 
   // No agents known: nothing to check, a regex route is fine.
   {

@@ -3,12 +3,7 @@
 // (in sync, pending, rejected, drifted, disconnected, stale), label and state filters, paging,
 // the per-version convergence numbers of ListVersions and Get, the convergence histogram on
 // /metrics, and tenant isolation and roles on the new RPCs.
-#include <arpa/inet.h>
 #include <catch2/catch.hpp>
-#include <grpcpp/grpcpp.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <map>
 #include <memory>
@@ -16,26 +11,22 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/capabilities.h"
-#include "flexgate/v1/agent.grpc.pb.h"
-#include "flexgate/v1/config_service.grpc.pb.h"
-#include "flexgate/v1/fleet_service.grpc.pb.h"
-#include "flexgate/v1/tenant_service.grpc.pb.h"
 #include "google/protobuf/util/time_util.h"
-#include "tests/harness/proc/process.h"
-#include "tests/harness/proc/test_postgres.h"
+#include "tests/controlplane/cp_test_support.h"
 #include "tests/harness/proc/test_util.h"
 
 namespace flexgate::cp {
 namespace {
 
-using flexgate::testing::BinaryPath;
-using flexgate::testing::Process;
-using flexgate::testing::ProcessOptions;
-using flexgate::testing::TestPostgres;
+using flexgate::testing::AdminBody;
+using flexgate::testing::CpLaunchOptions;
+using flexgate::testing::LaunchOptions;
+using flexgate::testing::CpProcess;
+using flexgate::testing::FreshDatabase;
+using flexgate::testing::MetricValue;
 using flexgate::testing::WaitFor;
 using google::protobuf::util::TimeUtil;
 namespace v1 = flexgate::v1;
@@ -43,98 +34,18 @@ using State = v1::FleetAgent;
 
 constexpr char kOperatorKey[] = "fgk_fleet_test_operator";
 
-v1::Config MakeConfig(uint32_t port) {
-  v1::Config c;
-  auto* cluster = c.add_clusters();
-  cluster->set_name("web");
-  auto* ep = cluster->add_endpoints();
-  ep->set_address("127.0.0.1");
-  ep->set_port(port);
-  auto* route = c.add_routes();
-  route->set_name("all");
-  route->mutable_match()->mutable_path()->set_prefix("/");
-  route->set_cluster("web");
-  return c;
-}
-
-std::string FreshDatabase() {
-  auto pg = TestPostgres::Shared();
-  REQUIRE(pg.ok());
-  auto url = (*pg)->CreateDatabase("cp_fleet");
-  REQUIRE(url.ok());
-  return *url;
-}
-
-// A blocking HTTP/1.0 GET on 127.0.0.1 (the admin port).
-std::string HttpGet(int port, const std::string& path) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string out;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    std::string req = absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: x\r\n\r\n");
-    (void)!write(fd, req.data(), req.size());
-    char buf[4096];
-    ssize_t n;
-    while ((n = read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
-  }
-  close(fd);
-  return out;
-}
-
-// A sample's value from the Prometheus text format (-1 when absent).
-double MetricValue(const std::string& text, const std::string& sample) {
-  size_t pos = text.find(absl::StrCat("\n", sample, " "));
-  if (pos == std::string::npos) return -1;
-  size_t start = pos + sample.size() + 2;
-  double v = -1;
-  (void)absl::SimpleAtod(text.substr(start, text.find('\n', start) - start), &v);
-  return v;
-}
+v1::Config MakeConfig(uint32_t port) { return flexgate::testing::RouteConfig(port); }
 
 // flexgate-cp with the operator key of tenant "default".
-struct Cp {
-  explicit Cp(const std::string& db_url, int stale_after_seconds = 30) {
-    ProcessOptions o;
-    o.args = {BinaryPath("flexgate-cp"), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
-              "--database-url", db_url, "--shutdown-grace", "2", "--replica-id", "replica-a",
-              "--agent-stale-after", absl::StrCat(stale_after_seconds)};
-    o.env = {{"FLEXGATE_BOOTSTRAP_ADMIN_KEY", kOperatorKey}};
-    o.unset_env = {"FLEXGATE_DATABASE_URL"};
-    auto p = Process::Start(std::move(o));
-    REQUIRE(p.ok());
-    proc = std::move(p).value();
-    auto port = proc->WaitForLogMatch(R"("grpc_port":(\d+))", absl::Seconds(30));
-    INFO(proc->LogTail());
-    REQUIRE(port.ok());
-    auto admin = proc->WaitForLogMatch(R"("admin_port":(\d+))", absl::Seconds(30));
-    REQUIRE(admin.ok());
-    REQUIRE(absl::SimpleAtoi(*admin, &admin_port));
-    channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", *port),
-                                  grpc::InsecureChannelCredentials());
-    config = v1::ConfigService::NewStub(channel);
-    fleet = v1::FleetService::NewStub(channel);
-    tenants = v1::TenantService::NewStub(channel);
-    keys = v1::KeyService::NewStub(channel);
-    agents = v1::AgentService::NewStub(channel);
-  }
-  ~Cp() {
-    config.reset();
-    fleet.reset();
-    tenants.reset();
-    keys.reset();
-    agents.reset();
-    channel.reset();
-    proc->Terminate();
-  }
+struct Cp : CpProcess {
+  explicit Cp(const std::string& db_url, int stale_after_seconds = 30)
+      : CpProcess(Launch(db_url, stale_after_seconds)) {}
 
-  static std::unique_ptr<grpc::ClientContext> Ctx(const std::string& key) {
-    auto ctx = std::make_unique<grpc::ClientContext>();
-    if (!key.empty()) ctx->AddMetadata("authorization", absl::StrCat("Bearer ", key));
-    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
-    return ctx;
+  static CpLaunchOptions Launch(const std::string& db_url, int stale_after_seconds) {
+    CpLaunchOptions o = LaunchOptions(db_url, kOperatorKey);
+    o.extra_args = {"--replica-id", "replica-a", "--agent-stale-after",
+                    absl::StrCat(stale_after_seconds)};
+    return o;
   }
 
   v1::ApplyResponse Apply(const v1::Config& cfg) {
@@ -170,77 +81,25 @@ struct Cp {
   bool AwaitState(const std::string& id, State::State state) {
     return WaitFor([&] { return Agent(id).state() == state; }, absl::Seconds(10));
   }
-
-  std::unique_ptr<Process> proc;
-  int admin_port = 0;
-  std::shared_ptr<grpc::Channel> channel;
-  std::unique_ptr<v1::ConfigService::Stub> config;
-  std::unique_ptr<v1::FleetService::Stub> fleet;
-  std::unique_ptr<v1::TenantService::Stub> tenants;
-  std::unique_ptr<v1::KeyService::Stub> keys;
-  std::unique_ptr<v1::AgentService::Stub> agents;
 };
 
-// A fake agent: one Connect stream, authenticated with the operator key (an admin key of
-// tenant "default" opens agent streams of "default").
-class FakeAgent {
- public:
-  FakeAgent(Cp& cp, const std::string& id, const std::string& zone) {
-    ctx_.AddMetadata("authorization", absl::StrCat("Bearer ", kOperatorKey));
-    ctx_.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
-    stream_ = cp.agents->Connect(&ctx_);
-    v1::AgentMessage hello;
-    hello.mutable_hello()->set_agent_id(id);
-    hello.mutable_hello()->mutable_labels()->insert({"zone", zone});
-    hello.mutable_hello()->mutable_labels()->insert({"role", "edge"});
-    hello.mutable_hello()->set_agent_version("9.9.9-test");
-    // Every feature: Validate and Apply check configs against the fleet's capabilities, and
-    // this test is about the fleet view, not about refusals.
-    for (const std::string& f : AllFeatures()) hello.mutable_hello()->add_capabilities(f);
-    REQUIRE(stream_->Write(hello));
-  }
-  ~FakeAgent() { Close(); }
+// A fake agent with labels zone=`zone` and role=edge, authenticated with the operator key (an
+// admin key of tenant "default" opens agent streams of "default"). It announces every feature:
+// Validate and Apply check configs against the fleet's capabilities, and this test is about the
+// fleet view, not about refusals.
+struct FakeAgent : flexgate::testing::FakeAgent {
+  FakeAgent(Cp& cp, const std::string& id, const std::string& zone)
+      : flexgate::testing::FakeAgent(cp, Hello(id, zone), kOperatorKey) {}
 
-  void Close() {
-    if (closed_) return;
-    closed_ = true;
-    ctx_.TryCancel();
-    (void)stream_->Finish();
+  static v1::Hello Hello(const std::string& id, const std::string& zone) {
+    v1::Hello hello;
+    hello.set_agent_id(id);
+    hello.mutable_labels()->insert({"zone", zone});
+    hello.mutable_labels()->insert({"role", "edge"});
+    hello.set_agent_version("9.9.9-test");
+    for (const std::string& f : AllFeatures()) hello.add_capabilities(f);
+    return hello;
   }
-  v1::Snapshot Next() {
-    v1::ControlMessage msg;
-    REQUIRE(stream_->Read(&msg));
-    REQUIRE(msg.has_snapshot());
-    return msg.snapshot();
-  }
-  void Ack(const v1::Snapshot& s) {
-    v1::AgentMessage m;
-    m.mutable_ack()->set_version(s.version());
-    m.mutable_ack()->set_nonce(s.nonce());
-    m.mutable_ack()->set_hash(s.hash());
-    *m.mutable_ack()->mutable_apply_duration() = TimeUtil::MillisecondsToDuration(7);
-    REQUIRE(stream_->Write(m));
-  }
-  void Nack(const v1::Snapshot& s, uint64_t current, const std::string& error) {
-    v1::AgentMessage m;
-    m.mutable_nack()->set_nonce(s.nonce());
-    m.mutable_nack()->set_rejected_version(s.version());
-    m.mutable_nack()->set_current_version(current);
-    m.mutable_nack()->set_error_detail(error);
-    REQUIRE(stream_->Write(m));
-  }
-  void Heartbeat(uint64_t version, const std::string& hash) {
-    v1::AgentMessage m;
-    m.mutable_heartbeat()->set_applied_version(version);
-    m.mutable_heartbeat()->set_applied_hash(hash);
-    m.mutable_heartbeat()->set_healthy(true);
-    REQUIRE(stream_->Write(m));
-  }
-
- private:
-  grpc::ClientContext ctx_;
-  std::unique_ptr<grpc::ClientReaderWriter<v1::AgentMessage, v1::ControlMessage>> stream_;
-  bool closed_ = false;
 };
 
 std::map<std::string, uint32_t> Counts(const v1::ListAgentsResponse& r) {
@@ -253,7 +112,7 @@ double Seconds(const google::protobuf::Duration& d) {
 
 TEST_CASE("ListAgents shows in sync and pending and rejected and drifted and disconnected agents and convergence per version") {
   const absl::Time test_start = absl::Now();
-  const std::string url = FreshDatabase();
+  const std::string url = FreshDatabase("cp_fleet");
   Cp cp(url);
 
   const v1::ApplyResponse v1r = cp.Apply(MakeConfig(8081));
@@ -315,7 +174,8 @@ TEST_CASE("ListAgents shows in sync and pending and rejected and drifted and dis
     REQUIRE(a.capabilities_size() == static_cast<int>(AllFeatures().size()));
     CHECK(a.capabilities(0) == AllFeatures()[0]);
     CHECK(a.replica() == "replica-a");
-    CHECK(TimeUtil::DurationToMilliseconds(a.last_apply_duration()) == 7);
+    CHECK(TimeUtil::DurationToMilliseconds(a.last_apply_duration()) ==
+          absl::ToInt64Milliseconds(flexgate::testing::kFakeApplyDuration));
     CHECK(a.last_seen().seconds() >= absl::ToUnixSeconds(test_start) - 5);
     CHECK(a.applied_at().seconds() > 0);
     CHECK(a.last_nack_version() == 0);
@@ -439,7 +299,7 @@ TEST_CASE("ListAgents shows in sync and pending and rejected and drifted and dis
           TimeUtil::DurationToNanoseconds(v2.convergence_max()));
 
     // Nine first ACKs (six of version 1, three of version 2), each observed once.
-    std::string metrics = HttpGet(cp.admin_port, "/metrics");
+    std::string metrics = AdminBody(cp.admin_port, "/metrics");
     CHECK(MetricValue(metrics, "flexgate_cp_convergence_seconds_count") == 9);
     const double sum = MetricValue(metrics, "flexgate_cp_convergence_seconds_sum");
     CHECK(sum > 0);
@@ -449,7 +309,7 @@ TEST_CASE("ListAgents shows in sync and pending and rejected and drifted and dis
 }
 
 TEST_CASE("An agent that stops sending is shown stale and a heartbeat brings it back") {
-  const std::string url = FreshDatabase();
+  const std::string url = FreshDatabase("cp_fleet");
   Cp cp(url, /*stale_after_seconds=*/1);
   cp.Apply(MakeConfig(8081));
   FakeAgent agent(cp, "quiet", "a");
@@ -466,7 +326,7 @@ TEST_CASE("An agent that stops sending is shown stale and a heartbeat brings it 
 // is no longer the current one. It must still count for n (acked agents, convergence), never
 // move the agent's applied version backwards, and never confirm n+1.
 TEST_CASE("Late ACKs and NACKs are recorded for the version they answer") {
-  const std::string url = FreshDatabase();
+  const std::string url = FreshDatabase("cp_fleet");
   Cp cp(url);
   auto versions = [&] {
     std::map<uint64_t, v1::ConfigVersion> out;
@@ -476,7 +336,9 @@ TEST_CASE("Late ACKs and NACKs are recorded for the version they answer") {
     return out;
   };
   auto acked = [&](uint64_t version) { return versions()[version].acked_agents(); };
-  auto metric = [&](const char* name) { return MetricValue(HttpGet(cp.admin_port, "/metrics"), name); };
+  auto metric = [&](const char* name) {
+    return flexgate::testing::CpMetric(cp.admin_port, name);
+  };
 
   cp.Apply(MakeConfig(8081));
   FakeAgent agent(cp, "late", "a");
@@ -558,7 +420,7 @@ TEST_CASE("Late ACKs and NACKs are recorded for the version they answer") {
 }
 
 TEST_CASE("FleetService keeps tenants apart and viewers may read") {
-  const std::string url = FreshDatabase();
+  const std::string url = FreshDatabase("cp_fleet");
   Cp cp(url);
   cp.Apply(MakeConfig(8081));
   FakeAgent agent(cp, "default-agent", "a");

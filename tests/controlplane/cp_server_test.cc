@@ -1,116 +1,45 @@
 // flexgate-cp as a real process against a real PostgreSQL: authentication, Apply/Get/Validate/
 // ListVersions semantics, migrations across restarts, graceful shutdown, and config distribution
 // to a fake agent (a gRPC client stream) with ACK, NACK and stale nonces.
-#include <arpa/inet.h>
 #include <catch2/catch.hpp>
-#include <grpcpp/grpcpp.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/canonical.h"
 #include "controlplane/migrations.h"
 #include "controlplane/pg.h"
-#include "flexgate/v1/agent.grpc.pb.h"
-#include "flexgate/v1/config_service.grpc.pb.h"
-#include "tests/harness/proc/process.h"
+#include "tests/controlplane/cp_test_support.h"
 #include "tests/harness/proc/test_postgres.h"
 #include "tests/harness/proc/test_util.h"
 
 namespace flexgate::cp {
 namespace {
 
-using flexgate::testing::BinaryPath;
-using flexgate::testing::Process;
-using flexgate::testing::ProcessOptions;
+using flexgate::testing::AdminBody;
+using flexgate::testing::AdminStatus;
+using flexgate::testing::CpLaunchOptions;
+using flexgate::testing::LaunchOptions;
+using flexgate::testing::CpProcess;
+using flexgate::testing::FreshDatabase;
+using flexgate::testing::MetricValue;
 using flexgate::testing::TestPostgres;
 using flexgate::testing::WaitFor;
 namespace v1 = flexgate::v1;
 
 constexpr char kAdminKey[] = "fgk_test_admin_key";
 
-v1::Config MakeConfig(uint32_t port) {
-  v1::Config c;
-  auto* cluster = c.add_clusters();
-  cluster->set_name("web");
-  auto* ep = cluster->add_endpoints();
-  ep->set_address("127.0.0.1");
-  ep->set_port(port);
-  auto* route = c.add_routes();
-  route->set_name("all");
-  route->mutable_match()->mutable_path()->set_prefix("/");
-  route->set_cluster("web");
-  return c;
-}
+v1::Config MakeConfig(uint32_t port) { return flexgate::testing::RouteConfig(port); }
 
-// A blocking HTTP/1.0 GET on 127.0.0.1, enough for the admin port.
-std::string HttpGet(int port, const std::string& path) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string out;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    std::string req = absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: x\r\n\r\n");
-    (void)!write(fd, req.data(), req.size());
-    char buf[4096];
-    ssize_t n;
-    while ((n = read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
-  }
-  close(fd);
-  return out;
-}
+// One flexgate-cp process on a database; `key` is the bootstrap admin key (none: generated).
+struct Cp : CpProcess {
+  explicit Cp(CpLaunchOptions o) : CpProcess(std::move(o)) {}
 
-// Reads a counter's value from the Prometheus text format (-1 when absent).
-double MetricValue(const std::string& text, const std::string& name) {
-  size_t pos = text.find(absl::StrCat("\n", name, " "));
-  if (pos == std::string::npos) return -1;
-  size_t start = pos + name.size() + 2;
-  double v = -1;
-  (void)absl::SimpleAtod(text.substr(start, text.find('\n', start) - start), &v);
-  return v;
-}
-
-// One flexgate-cp process on a database.
-class CpProcess {
- public:
-  static std::unique_ptr<CpProcess> Start(const std::string& db_url,
-                                          const std::string& key = kAdminKey) {
-    ProcessOptions o;
-    o.args = {BinaryPath("flexgate-cp"), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
-              "--database-url", db_url, "--shutdown-grace", "2"};
-    if (!key.empty()) o.env = {{"FLEXGATE_BOOTSTRAP_ADMIN_KEY", key}};
-    o.unset_env = {"FLEXGATE_DATABASE_URL"};
-    if (key.empty()) o.unset_env.push_back("FLEXGATE_BOOTSTRAP_ADMIN_KEY");
-    auto proc = Process::Start(std::move(o));
-    REQUIRE(proc.ok());
-    auto cp = std::unique_ptr<CpProcess>(new CpProcess);
-    cp->proc = std::move(proc).value();
-    auto grpc_port = cp->proc->WaitForLogMatch(R"("grpc_port":(\d+))", absl::Seconds(30));
-    INFO(cp->proc->LogTail());
-    REQUIRE(grpc_port.ok());
-    auto admin_port = cp->proc->WaitForLogMatch(R"("admin_port":(\d+))", absl::Seconds(30));
-    REQUIRE(admin_port.ok());
-    REQUIRE(absl::SimpleAtoi(*grpc_port, &cp->grpc_port));
-    REQUIRE(absl::SimpleAtoi(*admin_port, &cp->admin_port));
-    cp->channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", cp->grpc_port),
-                                      grpc::InsecureChannelCredentials());
-    cp->config = v1::ConfigService::NewStub(cp->channel);
-    cp->agents = v1::AgentService::NewStub(cp->channel);
-    return cp;
-  }
-
-  std::unique_ptr<grpc::ClientContext> Ctx(const std::string& key = kAdminKey) {
-    auto ctx = std::make_unique<grpc::ClientContext>();
-    if (!key.empty()) ctx->AddMetadata("authorization", absl::StrCat("Bearer ", key));
-    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
-    return ctx;
+  static std::unique_ptr<Cp> Start(const std::string& db_url, const std::string& key = kAdminKey) {
+    return std::make_unique<Cp>(LaunchOptions(db_url, key));
   }
 
   grpc::Status Apply(const v1::Config& cfg, v1::ApplyResponse* resp,
@@ -123,43 +52,16 @@ class CpProcess {
     return config->Apply(Ctx(key).get(), req, resp);
   }
 
-  // SIGTERM after closing this test's channel (an open client connection would otherwise hold a
-  // graceful shutdown for its whole grace period). True when the process exited 0.
-  bool Stop() {
-    config.reset();
-    agents.reset();
-    channel.reset();
-    return proc->Terminate().success();
-  }
-
   std::vector<uint64_t> Versions() {
     v1::ListVersionsRequest req;
     v1::ListVersionsResponse resp;
-    grpc::Status s = config->ListVersions(Ctx().get(), req, &resp);
+    grpc::Status s = config->ListVersions(Ctx(kAdminKey).get(), req, &resp);
     REQUIRE(s.ok());
     std::vector<uint64_t> out;
     for (const auto& v : resp.versions()) out.push_back(v.version());
     return out;
   }
-
-  std::unique_ptr<Process> proc;
-  int grpc_port = 0;
-  int admin_port = 0;
-  std::shared_ptr<grpc::Channel> channel;
-  std::unique_ptr<v1::ConfigService::Stub> config;
-  std::unique_ptr<v1::AgentService::Stub> agents;
-
- private:
-  CpProcess() = default;
 };
-
-std::string FreshDatabase() {
-  auto pg = TestPostgres::Shared();
-  REQUIRE(pg.ok());
-  auto url = (*pg)->CreateDatabase("cp_test");
-  REQUIRE(url.ok());
-  return *url;
-}
 
 std::unique_ptr<PgConn> Db(const std::string& url) {
   auto conn = PgConn::Connect(url);
@@ -168,8 +70,8 @@ std::unique_ptr<PgConn> Db(const std::string& url) {
 }
 
 TEST_CASE("Calls without a valid key are refused and other tenants and viewers are denied") {
-  const std::string url = FreshDatabase();
-  auto cp = CpProcess::Start(url);
+  const std::string url = FreshDatabase("cp_test");
+  auto cp = Cp::Start(url);
   v1::ApplyResponse resp;
 
   CHECK(cp->Apply(MakeConfig(8081), &resp, std::nullopt, "").error_code() ==
@@ -212,8 +114,8 @@ TEST_CASE("Calls without a valid key are refused and other tenants and viewers a
 }
 
 TEST_CASE("Apply then Get round-trips and identical applies are no-ops and versions page newest first") {
-  const std::string url = FreshDatabase();
-  auto cp = CpProcess::Start(url);
+  const std::string url = FreshDatabase("cp_test");
+  auto cp = Cp::Start(url);
 
   v1::ApplyResponse a1;
   REQUIRE(cp->Apply(MakeConfig(8081), &a1, 0).ok());  // base 0: nothing applied yet
@@ -223,7 +125,7 @@ TEST_CASE("Apply then Get round-trips and identical applies are no-ops and versi
 
   v1::GetRequest get;
   v1::GetResponse got;
-  REQUIRE(cp->config->Get(cp->Ctx().get(), get, &got).ok());
+  REQUIRE(cp->config->Get(cp->Ctx(kAdminKey).get(), get, &got).ok());
   CHECK(got.version().version() == 1);
   CHECK(got.version().tenant() == "default");
   CHECK(got.version().hash() == a1.hash());
@@ -245,23 +147,24 @@ TEST_CASE("Apply then Get round-trips and identical applies are no-ops and versi
   CHECK(cp->Versions() == std::vector<uint64_t>{4, 3, 2, 1});
 
   get.set_version(2);
-  REQUIRE(cp->config->Get(cp->Ctx().get(), get, &got).ok());
+  REQUIRE(cp->config->Get(cp->Ctx(kAdminKey).get(), get, &got).ok());
   CHECK(got.version().config().clusters(0).endpoints(0).port() == 8082);
   get.set_version(99);
-  CHECK(cp->config->Get(cp->Ctx().get(), get, &got).error_code() == grpc::StatusCode::NOT_FOUND);
+  CHECK(cp->config->Get(cp->Ctx(kAdminKey).get(), get, &got).error_code() ==
+        grpc::StatusCode::NOT_FOUND);
 
   // Paging: 3 + 1.
   v1::ListVersionsRequest list;
   list.set_page_size(3);
   v1::ListVersionsResponse page1;
-  REQUIRE(cp->config->ListVersions(cp->Ctx().get(), list, &page1).ok());
+  REQUIRE(cp->config->ListVersions(cp->Ctx(kAdminKey).get(), list, &page1).ok());
   REQUIRE(page1.versions_size() == 3);
   CHECK(page1.versions(0).version() == 4);
   CHECK_FALSE(page1.versions(0).has_config());
   REQUIRE_FALSE(page1.next_page_token().empty());
   list.set_page_token(page1.next_page_token());
   v1::ListVersionsResponse page2;
-  REQUIRE(cp->config->ListVersions(cp->Ctx().get(), list, &page2).ok());
+  REQUIRE(cp->config->ListVersions(cp->Ctx(kAdminKey).get(), list, &page2).ok());
   REQUIRE(page2.versions_size() == 1);
   CHECK(page2.versions(0).version() == 1);
   CHECK(page2.next_page_token().empty());
@@ -274,8 +177,8 @@ TEST_CASE("Apply then Get round-trips and identical applies are no-ops and versi
 }
 
 TEST_CASE("A stale base version is refused with ABORTED and writes nothing") {
-  const std::string url = FreshDatabase();
-  auto cp = CpProcess::Start(url);
+  const std::string url = FreshDatabase("cp_test");
+  auto cp = Cp::Start(url);
   v1::ApplyResponse r;
   REQUIRE(cp->Apply(MakeConfig(8081), &r).ok());
   REQUIRE(cp->Apply(MakeConfig(8082), &r, 1).ok());
@@ -288,8 +191,8 @@ TEST_CASE("A stale base version is refused with ABORTED and writes nothing") {
 }
 
 TEST_CASE("An invalid config is refused with INVALID_ARGUMENT naming the field and Validate agrees") {
-  const std::string url = FreshDatabase();
-  auto cp = CpProcess::Start(url);
+  const std::string url = FreshDatabase("cp_test");
+  auto cp = Cp::Start(url);
   v1::Config bad = MakeConfig(8081);
   bad.mutable_routes(0)->set_cluster("nope");
 
@@ -302,7 +205,7 @@ TEST_CASE("An invalid config is refused with INVALID_ARGUMENT naming the field a
   v1::ValidateRequest vreq;
   *vreq.mutable_config() = bad;
   v1::ValidateResponse vresp;
-  REQUIRE(cp->config->Validate(cp->Ctx().get(), vreq, &vresp).ok());
+  REQUIRE(cp->config->Validate(cp->Ctx(kAdminKey).get(), vreq, &vresp).ok());
   CHECK_FALSE(vresp.valid());
   bool named = false;
   for (const auto& d : vresp.diagnostics()) {
@@ -314,7 +217,7 @@ TEST_CASE("An invalid config is refused with INVALID_ARGUMENT naming the field a
   // Validate on a good config reports the live version and whether it would change anything.
   REQUIRE(cp->Apply(MakeConfig(8081), &r).ok());
   *vreq.mutable_config() = MakeConfig(8081);
-  REQUIRE(cp->config->Validate(cp->Ctx().get(), vreq, &vresp).ok());
+  REQUIRE(cp->config->Validate(cp->Ctx(kAdminKey).get(), vreq, &vresp).ok());
   CHECK(vresp.valid());
   CHECK(vresp.live_version() == 1);
   CHECK(vresp.unchanged());
@@ -323,10 +226,10 @@ TEST_CASE("An invalid config is refused with INVALID_ARGUMENT naming the field a
 }
 
 TEST_CASE("Migrations run once and restarts keep data and SIGTERM exits 0 and a key is generated once") {
-  const std::string url = FreshDatabase();
+  const std::string url = FreshDatabase("cp_test");
   {
     // No bootstrap key given: one is generated, printed once, and only its hash is stored.
-    auto cp = CpProcess::Start(url, "");
+    auto cp = Cp::Start(url, "");
     auto line = cp->proc->WaitForLogMatch(R"(^\s+(fgk_\S+)\s*$)", absl::Seconds(30));
     REQUIRE(line.ok());
     auto db = Db(url);
@@ -342,13 +245,13 @@ TEST_CASE("Migrations run once and restarts keep data and SIGTERM exits 0 and a 
     CHECK(cp->Stop());
   }
   {
-    auto cp = CpProcess::Start(url, "");
+    auto cp = Cp::Start(url, "");
     auto log = cp->proc->ReadLog();
     CHECK(log.find("\"applied\":0") != std::string::npos);
     CHECK(log.find("fgk_") == std::string::npos);  // an admin key exists: nothing printed
     CHECK(cp->Stop());
   }
-  auto cp = CpProcess::Start(url);  // now with a bootstrap key: it is added
+  auto cp = Cp::Start(url);  // now with a bootstrap key: it is added
   CHECK(cp->Versions() == std::vector<uint64_t>{1});
   auto db = Db(url);
   auto m = db->Exec("SELECT count(*) FROM schema_migrations");
@@ -358,87 +261,35 @@ TEST_CASE("Migrations run once and restarts keep data and SIGTERM exits 0 and a 
 }
 
 TEST_CASE("Admin port serves health and metrics") {
-  const std::string url = FreshDatabase();
-  auto cp = CpProcess::Start(url);
-  CHECK(HttpGet(cp->admin_port, "/health/live").find("200") != std::string::npos);
-  CHECK(HttpGet(cp->admin_port, "/health/ready").find("200 OK") != std::string::npos);
+  const std::string url = FreshDatabase("cp_test");
+  auto cp = Cp::Start(url);
+  CHECK(AdminStatus(cp->admin_port, "/health/live") == 200);
+  CHECK(AdminStatus(cp->admin_port, "/health/ready") == 200);
   v1::ApplyResponse r;
   REQUIRE(cp->Apply(MakeConfig(8081), &r).ok());
-  std::string metrics = HttpGet(cp->admin_port, "/metrics");
+  std::string metrics = AdminBody(cp->admin_port, "/metrics");
   CHECK(MetricValue(metrics, "flexgate_cp_applies_total") == 1);
   CHECK(MetricValue(metrics, "flexgate_cp_connected_agents") == 0);
 }
 
-// A fake agent: one Connect stream.
-class FakeAgent {
- public:
-  // With `token_in_hello`, the key travels in Hello.token instead of the metadata.
-  FakeAgent(CpProcess& cp, const std::string& agent_id, uint64_t applied_version = 0,
+// A fake agent: one Connect stream, labels zone=a, reporting what it already serves.
+// With `token_in_hello`, the key travels in Hello.token instead of the metadata.
+struct FakeAgent : flexgate::testing::FakeAgent {
+  FakeAgent(Cp& cp, const std::string& agent_id, uint64_t applied_version = 0,
             const std::string& applied_hash = "", const std::string& key = kAdminKey,
-            bool token_in_hello = false) {
-    if (!token_in_hello) ctx_.AddMetadata("authorization", absl::StrCat("Bearer ", key));
-    ctx_.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-    stream_ = cp.agents->Connect(&ctx_);
-    v1::AgentMessage hello;
-    hello.mutable_hello()->set_agent_id(agent_id);
-    hello.mutable_hello()->mutable_labels()->insert({"zone", "a"});
-    hello.mutable_hello()->set_applied_version(applied_version);
-    hello.mutable_hello()->set_applied_hash(applied_hash);
-    if (token_in_hello) hello.mutable_hello()->set_token(key);
-    REQUIRE(stream_->Write(hello));
-  }
-  ~FakeAgent() {
-    if (finished_) return;
-    ctx_.TryCancel();
-    (void)stream_->Finish();
-  }
+            bool token_in_hello = false)
+      : flexgate::testing::FakeAgent(cp, Hello(agent_id, applied_version, applied_hash), key,
+                                     token_in_hello ? TokenIn::kHello : TokenIn::kMetadata) {}
 
-  v1::Snapshot Next() {
-    v1::ControlMessage msg;
-    REQUIRE(stream_->Read(&msg));
-    REQUIRE(msg.has_snapshot());
-    return msg.snapshot();
+  static v1::Hello Hello(const std::string& agent_id, uint64_t applied_version,
+                         const std::string& applied_hash) {
+    v1::Hello hello;
+    hello.set_agent_id(agent_id);
+    hello.mutable_labels()->insert({"zone", "a"});
+    hello.set_applied_version(applied_version);
+    hello.set_applied_hash(applied_hash);
+    return hello;
   }
-  void Ack(const v1::Snapshot& s) {
-    v1::AgentMessage m;
-    m.mutable_ack()->set_version(s.version());
-    m.mutable_ack()->set_nonce(s.nonce());
-    m.mutable_ack()->set_hash(s.hash());
-    REQUIRE(stream_->Write(m));
-  }
-  void Nack(const v1::Snapshot& s, uint64_t current, const std::string& error) {
-    v1::AgentMessage m;
-    m.mutable_nack()->set_nonce(s.nonce());
-    m.mutable_nack()->set_rejected_version(s.version());
-    m.mutable_nack()->set_current_version(current);
-    m.mutable_nack()->set_error_detail(error);
-    REQUIRE(stream_->Write(m));
-  }
-  void Heartbeat(uint64_t version, const std::string& hash) {
-    v1::AgentMessage m;
-    m.mutable_heartbeat()->set_applied_version(version);
-    m.mutable_heartbeat()->set_applied_hash(hash);
-    m.mutable_heartbeat()->set_healthy(true);
-    REQUIRE(stream_->Write(m));
-  }
-  void AckWithNonce(uint64_t version, const std::string& nonce) {
-    v1::AgentMessage m;
-    m.mutable_ack()->set_version(version);
-    m.mutable_ack()->set_nonce(nonce);
-    REQUIRE(stream_->Write(m));
-  }
-  grpc::Status FinishStatus() {
-    v1::ControlMessage msg;
-    while (stream_->Read(&msg)) {
-    }
-    finished_ = true;
-    return stream_->Finish();
-  }
-
- private:
-  grpc::ClientContext ctx_;
-  std::unique_ptr<grpc::ClientReaderWriter<v1::AgentMessage, v1::ControlMessage>> stream_;
-  bool finished_ = false;
 };
 
 struct AgentRow {
@@ -458,8 +309,8 @@ AgentRow ReadAgent(PgConn& db, const std::string& agent_id) {
 }
 
 TEST_CASE("An agent receives each new version and ACKs are recorded and a NACKed version is not re-sent") {
-  const std::string url = FreshDatabase();
-  auto cp = CpProcess::Start(url);
+  const std::string url = FreshDatabase("cp_test");
+  auto cp = Cp::Start(url);
   auto db = Db(url);
   v1::ApplyResponse v1r;
   REQUIRE(cp->Apply(MakeConfig(8081), &v1r).ok());
@@ -493,7 +344,7 @@ TEST_CASE("An agent receives each new version and ACKs are recorded and a NACKed
     AgentRow row = ReadAgent(*db, "agent-1");
     CHECK(row.applied_version == 1);
     CHECK(row.last_nack_error == "routes[0]: unsupported_feature: test says no");
-    std::string metrics = HttpGet(cp->admin_port, "/metrics");
+    std::string metrics = AdminBody(cp->admin_port, "/metrics");
     CHECK(MetricValue(metrics, "flexgate_cp_stale_replies_total") == 1);
     CHECK(MetricValue(metrics, "flexgate_cp_nacks_total") == 1);
     CHECK(MetricValue(metrics, "flexgate_cp_connected_agents") == 1);
@@ -524,8 +375,8 @@ TEST_CASE("An agent receives each new version and ACKs are recorded and a NACKed
 }
 
 TEST_CASE("An agent that already serves the live version gets nothing until the next apply") {
-  const std::string url = FreshDatabase();
-  auto cp = CpProcess::Start(url);
+  const std::string url = FreshDatabase("cp_test");
+  auto cp = Cp::Start(url);
   v1::ApplyResponse r1;
   REQUIRE(cp->Apply(MakeConfig(8081), &r1).ok());
   FakeAgent agent(*cp, "agent-3", 1, r1.hash());
@@ -535,8 +386,8 @@ TEST_CASE("An agent that already serves the live version gets nothing until the 
 }
 
 TEST_CASE("Agent streams without a valid key are refused and Hello.token is accepted") {
-  const std::string url = FreshDatabase();
-  auto cp = CpProcess::Start(url);
+  const std::string url = FreshDatabase("cp_test");
+  auto cp = Cp::Start(url);
   {
     FakeAgent agent(*cp, "intruder", 0, "", "fgk_wrong");
     CHECK(agent.FinishStatus().error_code() == grpc::StatusCode::UNAUTHENTICATED);
@@ -558,9 +409,9 @@ TEST_CASE("Agent streams without a valid key are refused and Hello.token is acce
 }
 
 TEST_CASE("Two replicas on one database share applies with each other's agents") {
-  const std::string url = FreshDatabase();
-  auto a = CpProcess::Start(url);
-  auto b = CpProcess::Start(url);
+  const std::string url = FreshDatabase("cp_test");
+  auto a = Cp::Start(url);
+  auto b = Cp::Start(url);
   FakeAgent agent(*b, "agent-on-b");
   v1::ApplyResponse r;
   REQUIRE(a->Apply(MakeConfig(8081), &r).ok());
@@ -581,7 +432,7 @@ TEST_CASE("A database restart makes RPCs fail with UNAVAILABLE and then the cont
   REQUIRE(pg.ok());
   auto url = (*pg)->CreateDatabase("cp_restart");
   REQUIRE(url.ok());
-  auto cp = CpProcess::Start(*url);
+  auto cp = Cp::Start(*url);
   FakeAgent agent(*cp, "agent-r");
   v1::ApplyResponse r;
   REQUIRE(cp->Apply(MakeConfig(8081), &r).ok());
@@ -591,13 +442,13 @@ TEST_CASE("A database restart makes RPCs fail with UNAVAILABLE and then the cont
   grpc::Status down = cp->Apply(MakeConfig(8082), &r);
   CHECK(down.error_code() == grpc::StatusCode::UNAVAILABLE);
   CHECK(WaitFor([&] {
-    return HttpGet(cp->admin_port, "/health/ready").find("503") != std::string::npos;
+    return AdminStatus(cp->admin_port, "/health/ready") == 503;
   }, absl::Seconds(10)));
   CHECK(cp->proc->Running());
 
   REQUIRE((*pg)->Restart().ok());
   CHECK(WaitFor([&] {
-    return HttpGet(cp->admin_port, "/health/ready").find("200 OK") != std::string::npos;
+    return AdminStatus(cp->admin_port, "/health/ready") == 200;
   }, absl::Seconds(15)));
   // Pooled connections broken by the restart are re-established on use.
   grpc::Status after = cp->Apply(MakeConfig(8082), &r);
@@ -616,8 +467,8 @@ namespace flexgate::cp {
 namespace {
 
 TEST_CASE("Many agents of one tenant all receive each version") {
-  const std::string url = FreshDatabase();
-  auto cp = CpProcess::Start(url);
+  const std::string url = FreshDatabase("cp_test");
+  auto cp = Cp::Start(url);
   constexpr int kAgents = 25;
   std::vector<std::unique_ptr<FakeAgent>> agents;
   for (int i = 0; i < kAgents; ++i) {
@@ -638,8 +489,7 @@ TEST_CASE("Many agents of one tenant all receive each version") {
     auto n = db->Exec("SELECT count(*) FROM agents WHERE applied_version = 2 AND connected");
     return n.ok() && n->GetInt64(0, 0) == kAgents;
   }, absl::Seconds(10)));
-  CHECK(MetricValue(HttpGet(cp->admin_port, "/metrics"), "flexgate_cp_connected_agents") ==
-        kAgents);
+  CHECK(flexgate::testing::CpMetric(cp->admin_port, "flexgate_cp_connected_agents") == kAgents);
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "tests/controlplane/cp_test_support.h"
 #include "tests/harness/http/http_client.h"
 #include "tests/harness/http/test_pki.h"
 #include "tests/harness/proc/process.h"
@@ -23,7 +24,13 @@ namespace {
 
 using flexgate::testing::BinaryPath;
 using flexgate::testing::CommandResult;
+using flexgate::testing::CpLaunchOptions;
+using flexgate::testing::LaunchOptions;
+using flexgate::testing::CpPorts;
+using flexgate::testing::CpProcessOptions;
+using flexgate::testing::FreshDatabase;
 using flexgate::testing::HttpGet;
+using flexgate::testing::LaunchCp;
 using flexgate::testing::Process;
 using flexgate::testing::ProcessOptions;
 using flexgate::testing::RunCommand;
@@ -64,39 +71,28 @@ Pki MakePki() {
   return p;
 }
 
-std::string FreshDatabase() {
-  auto pg = TestPostgres::Shared();
-  REQUIRE(pg.ok());
-  auto db = (*pg)->CreateDatabase("cp_tls");
-  REQUIRE(db.ok());
-  return *db;
-}
-
 struct Cp {
   std::unique_ptr<Process> proc;
   int grpc_port = 0;
   std::string address() const { return absl::StrCat("127.0.0.1:", grpc_port); }
 };
 
-ProcessOptions CpOptions(const std::string& db_url, const std::vector<std::string>& tls_args) {
-  ProcessOptions o;
-  o.args = {BinaryPath("flexgate-cp"), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
-            "--database-url", db_url, "--shutdown-grace", "1"};
-  o.args.insert(o.args.end(), tls_args.begin(), tls_args.end());
-  o.env = {{"FLEXGATE_BOOTSTRAP_ADMIN_KEY", kAdminKey}};
-  o.unset_env = {"FLEXGATE_DATABASE_URL"};
+CpLaunchOptions CpOptions(const std::string& db_url, const std::vector<std::string>& tls_args) {
+  CpLaunchOptions o = LaunchOptions(db_url, kAdminKey);
+  o.shutdown_grace_seconds = 1;
+  o.extra_args = tls_args;
+  o.start_timeout = kStart;
   return o;
 }
 
 Cp StartCp(const std::string& db_url, const std::vector<std::string>& tls_args) {
-  auto proc = Process::Start(CpOptions(db_url, tls_args));
+  CpPorts ports;
+  auto proc = LaunchCp(CpOptions(db_url, tls_args), &ports);
+  INFO(proc.status().ToString());
   REQUIRE(proc.ok());
   Cp cp;
   cp.proc = std::move(proc).value();
-  auto port = cp.proc->WaitForLogMatch(R"("grpc_port":(\d+))", kStart);
-  INFO(cp.proc->LogTail());
-  REQUIRE(port.ok());
-  REQUIRE(absl::SimpleAtoi(*port, &cp.grpc_port));
+  cp.grpc_port = ports.grpc;
   return cp;
 }
 
@@ -181,7 +177,7 @@ bool LoggedRefusedStream(const Process& agent) {
 
 TEST_CASE("flexgate-cp over TLS: flexctl applies and an agent with the CA gets the snapshot") {
   Pki pki = MakePki();
-  Cp cp = StartCp(FreshDatabase(),
+  Cp cp = StartCp(FreshDatabase("cp_tls"),
                   {"--tls-cert-file", pki.server.cert_file, "--tls-key-file", pki.server.key_file});
   REQUIRE(cp.proc->WaitForLogLine(R"("transport":"tls")", absl::Seconds(5)).ok());
   const std::string config = WriteConfig(*pki.ca);
@@ -215,7 +211,7 @@ TEST_CASE("flexgate-cp over TLS: flexctl applies and an agent with the CA gets t
 
 TEST_CASE("flexgate-cp with mTLS refuses clients without a trusted certificate") {
   Pki pki = MakePki();
-  Cp cp = StartCp(FreshDatabase(),
+  Cp cp = StartCp(FreshDatabase("cp_tls"),
                   {"--tls-cert-file", pki.server.cert_file, "--tls-key-file", pki.server.key_file,
                    "--tls-client-ca-file", pki.ca->ca_file()});
   REQUIRE(cp.proc->WaitForLogLine(R"("transport":"mtls")", absl::Seconds(5)).ok());
@@ -253,7 +249,8 @@ TEST_CASE("flexgate-cp with mTLS refuses clients without a trusted certificate")
 
 // Start-up refuses bad TLS files before it touches the database (the URL below has no server).
 void ExpectStartFailure(const std::vector<std::string>& tls_args, const std::string& needle) {
-  ProcessOptions o = CpOptions("postgresql://postgres@127.0.0.1:1/none", tls_args);
+  ProcessOptions o =
+      CpProcessOptions(CpOptions("postgresql://postgres@127.0.0.1:1/none", tls_args));
   auto r = RunCommand(std::move(o), absl::Seconds(30));
   REQUIRE(r.ok());
   INFO(r->Describe());

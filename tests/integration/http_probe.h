@@ -1,10 +1,12 @@
-// A small blocking HTTP/1.1 client for the integration tests: keep-alive connections and
-// one-shot requests against the agent, its admin port and the test upstreams.
+// The integration tests' HTTP client: keep-alive connections and one-shot requests against the
+// agent, its admin port and the test upstreams, with the answer in the shape these tests check
+// (lower-case header map, whether the server closes).
 //
-// Deliberately minimal (Content-Length, chunked and close-delimited bodies; no TLS, no
-// pipelining) and independent of the code under test, so a bug in the agent's HTTP handling
-// cannot hide itself by being shared with the client that checks it. Its own namespace keeps it
-// apart from flexgate_test_http's client, which tests may link as well.
+// A thin adapter over the harness's HttpClient (tests/harness/http/http_client.h), so the suite
+// has one HTTP/1.1 client to keep right. That client is test code, not the agent's: it shares no
+// source with the request path (only the llhttp library, which the agent runs in strict mode on
+// requests). It stays behind a pointer here because both define HttpRequest/HttpResponse, and
+// tests import these names unqualified.
 #pragma once
 
 #include <cstdint>
@@ -17,6 +19,10 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 
+namespace flexgate::testing {
+class HttpClient;
+}  // namespace flexgate::testing
+
 namespace flexgate::testing::probe {
 
 struct HttpResponse {
@@ -24,7 +30,8 @@ struct HttpResponse {
   // Lower-case names; repeated headers joined with ", ".
   std::map<std::string, std::string> headers;
   std::string body;
-  // True when the server said "Connection: close" (or HTTP/1.0 without keep-alive).
+  // True when the server closes after this response: "Connection: close", HTTP/1.0 without
+  // keep-alive, or a body that ends with the connection.
   bool close = false;
 
   std::string Header(const std::string& lower_name) const {
@@ -57,16 +64,12 @@ class HttpConnection {
   // the connection, the connection is unusable (open() is false).
   absl::StatusOr<HttpResponse> Send(const HttpRequest& request);
 
-  bool open() const { return fd_ >= 0; }
+  bool open() const { return client_ != nullptr; }
 
  private:
-  explicit HttpConnection(int fd) : fd_(fd) {}
-  absl::Status ReadMore();
-  absl::StatusOr<std::string> ReadLine();
-  void Close();
+  explicit HttpConnection(std::unique_ptr<HttpClient> client);
 
-  int fd_;
-  std::string buffer_;  // received, not yet consumed
+  std::unique_ptr<HttpClient> client_;  // null once closed
 };
 
 // A one-shot request on a fresh connection ("Connection: close").

@@ -7,6 +7,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "tests/controlplane/cp_test_support.h"
 #include "tests/harness/proc/test_postgres.h"
 #include "tests/integration/http_probe.h"
 
@@ -160,25 +161,25 @@ absl::StatusOr<std::unique_ptr<Stack>> Stack::Start(StackOptions options) {
 absl::Status Stack::StartCp() {
   // The first start binds port 0; a restart takes the same port again, as a real deployment's
   // address stays the same, so agents reconnect to where they were.
-  ProcessOptions o;
-  o.args = {BinaryPath("flexgate-cp"), "--listen", absl::StrCat("127.0.0.1:", grpc_port_),
-            "--admin", "127.0.0.1:0", "--database-url", database_url_};
-  o.env = {{"FLEXGATE_BOOTSTRAP_ADMIN_KEY", admin_key_}};
-  o.unset_env = {"FLEXGATE_DATABASE_URL"};
-  o.stdout_path =
+  CpLaunchOptions o;
+  o.database_url = database_url_;
+  o.bootstrap_key = admin_key_;
+  o.listen = absl::StrCat("127.0.0.1:", grpc_port_);
+  o.shutdown_grace_seconds = std::nullopt;  // the program's own default, as deployed
+  o.log_path =
       dir_.File(cp_starts_ == 0 ? std::string("cp.log") : absl::StrCat("cp-", cp_starts_, ".log"));
+  o.start_timeout = kStartTimeout;
   ++cp_starts_;
-  auto cp = Process::Start(std::move(o));
+  CpPorts ports;
+  auto cp = LaunchCp(o, &ports);
   if (!cp.ok()) return cp.status();
   if (cp_ != nullptr) retired_.push_back(std::move(cp_));
   cp_ = std::move(*cp);
-  auto grpc_port = ParsePort(cp_->WaitForLogMatch(R"re("grpc_port":(\d+))re", kStartTimeout));
-  if (!grpc_port.ok()) return grpc_port.status();
-  if (grpc_port_ != 0 && *grpc_port != grpc_port_) {
-    return absl::InternalError(absl::StrCat("control plane came back on port ", *grpc_port,
+  if (grpc_port_ != 0 && ports.grpc != grpc_port_) {
+    return absl::InternalError(absl::StrCat("control plane came back on port ", ports.grpc,
                                             " instead of ", grpc_port_));
   }
-  grpc_port_ = *grpc_port;
+  grpc_port_ = ports.grpc;
   return absl::OkStatus();
 }
 
