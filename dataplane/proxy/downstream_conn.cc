@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -373,6 +374,13 @@ int DownstreamConn::OnHeaderValueComplete() {
   return 0;
 }
 
+std::string_view DownstreamConn::HostHeader() const {
+  for (size_t i = 0; i < rq_->header_classes.size(); ++i) {
+    if (rq_->header_classes[i] & kHeaderHost) return rq_->header_views[i].second;
+  }
+  return {};
+}
+
 std::string_view DownstreamConn::HeaderValue(std::string_view name) const {
   for (const auto& h : rq_->header_views) {
     if (HeaderNameEquals(h.first, name)) return h.second;
@@ -417,14 +425,17 @@ int DownstreamConn::OnHeadersComplete() {
   head_request_ = rq_->parser.method == HTTP_HEAD;
   client_keep_alive_ = llhttp_should_keep_alive(&rq_->parser) != 0;
   rq_->header_views.clear();
+  rq_->header_classes.clear();
   int hosts = 0;
   for (const auto& s : rq_->spans) {
     std::string_view name(rq_->head.data() + s.name_off, s.name_len);
     std::string_view value(rq_->head.data() + s.value_off, s.value_len);
     while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
     rq_->header_views.emplace_back(name, value);
-    if (HeaderNameEquals(name, "host")) ++hosts;
-    if (HeaderNameEquals(name, "expect")) {
+    uint16_t cls = ClassifyHeader(name);
+    rq_->header_classes.push_back(cls);
+    if (cls & kHeaderHost) ++hosts;
+    if (cls & kHeaderExpect) {
       if (!HeaderNameEquals(value, "100-continue")) {
         return Fail(417, "unsupported expectation\n");
       }
@@ -529,7 +540,7 @@ int DownstreamConn::Dispatch() {
   const RouteTable& table = *rq_->table_ref->table;
   std::string_view path = RequestPath();
   RouteRequest rr;
-  rr.host = HeaderValue("host");
+  rr.host = HostHeader();
   rr.path = path;
   rr.method = llhttp_method_name(static_cast<llhttp_method_t>(rq_->parser.method));
   rr.headers = rq_->header_views;
@@ -644,11 +655,13 @@ void DownstreamConn::BuildUpstreamHead(const CompiledCluster& cluster) {
   bool has_request_id = false;
   int traceparents = 0;
   bool trace_valid = false;
-  for (const auto& [name, value] : rq_->header_views) {
-    if (HeaderNameEquals(name, "connection")) connection_tokens = value;
-    if (HeaderNameEquals(name, "traceparent")) {
+  const auto& headers = rq_->header_views;
+  const auto& classes = rq_->header_classes;
+  for (size_t i = 0; i < headers.size(); ++i) {
+    if (classes[i] & kHeaderConnection) connection_tokens = headers[i].second;
+    if (classes[i] & kHeaderTraceparent) {
       ++traceparents;
-      trace_valid = ValidTraceparent(value);
+      trace_valid = ValidTraceparent(headers[i].second);
     }
   }
   // "Connection: keep-alive" names no header that is not dropped anyway: skip the per-header
@@ -657,31 +670,25 @@ void DownstreamConn::BuildUpstreamHead(const CompiledCluster& cluster) {
   // One valid traceparent is propagated unchanged; none, several or a malformed one start a new
   // trace (and a tracestate without a valid parent is meaningless, so it goes too).
   trace_valid = trace_valid && traceparents == 1;
-  for (const auto& [name, value] : rq_->header_views) {
-    if (IsHopByHopHeader(name)) continue;
+  for (size_t i = 0; i < headers.size(); ++i) {
+    const auto& [name, value] = headers[i];
+    const uint16_t cls = classes[i];
+    if (cls & kHeaderHopByHop) continue;
     if (!connection_tokens.empty() && TokenListContains(connection_tokens, name)) continue;
     if (!edits.empty() && edits.Drops(name)) continue;
-    if (HeaderNameEquals(name, "x-forwarded-for")) {
+    if (cls & kHeaderXForwardedFor) {
       xff = value;
       continue;
     }
-    if (HeaderNameEquals(name, "via")) {
+    if (cls & kHeaderVia) {
       via = value;
       continue;
     }
-    if (HeaderNameEquals(name, "expect")) continue;  // answered by the proxy
-    if (HeaderNameEquals(name, "x-forwarded-proto") || HeaderNameEquals(name, "x-forwarded-host")) {
-      continue;  // rewritten below: this proxy is the edge
-    }
-    if (HeaderNameEquals(name, "x-request-id")) has_request_id = true;
-    if (!trace_valid &&
-        (HeaderNameEquals(name, "traceparent") || HeaderNameEquals(name, "tracestate"))) {
-      continue;
-    }
-    h.append(name.data(), name.size());
-    h.append(": "sv);
-    h.append(value.data(), value.size());
-    h.append("\r\n"sv);
+    if (cls & kHeaderExpect) continue;  // answered by the proxy
+    if (cls & kHeaderXForwardedProtoOrHost) continue;  // rewritten below: this proxy is the edge
+    if (cls & kHeaderXRequestId) has_request_id = true;
+    if (!trace_valid && (cls & (kHeaderTraceparent | kHeaderTracestate))) continue;
+    AppendHeaderLine(h, name, value);
   }
   h.append("x-forwarded-for: "sv);
   if (!xff.empty()) {
@@ -690,7 +697,7 @@ void DownstreamConn::BuildUpstreamHead(const CompiledCluster& cluster) {
   }
   AppendClientIp(h);
   h.append(tls_ != nullptr ? "\r\nx-forwarded-proto: https\r\n" : "\r\nx-forwarded-proto: http\r\n");
-  std::string_view host = HeaderValue("host");
+  std::string_view host = HostHeader();
   if (!host.empty()) {
     h.append("x-forwarded-host: "sv);
     h.append(host.data(), host.size());
@@ -703,19 +710,41 @@ void DownstreamConn::BuildUpstreamHead(const CompiledCluster& cluster) {
   }
   h.append(kVia);
   h.append("\r\n"sv);
-  if (!has_request_id) {
-    h.append("x-request-id: "sv);
-    worker_->NewRequestId(h);
-    h.append("\r\n"sv);
-  }
-  if (!trace_valid) {
-    // A new trace: random trace id and span id. Flagged sampled, so that services behind the
-    // proxy that record traces keep doing so when the proxy starts the trace.
-    h.append("traceparent: 00-"sv);
-    worker_->AppendRandomHex(h, 16);
-    h.push_back('-');
-    worker_->AppendRandomHex(h, 8);
-    h.append("-01\r\n"sv);
+  if (!has_request_id || !trace_valid) {
+    // Both lines are formatted in one buffer and appended once: this runs for nearly every
+    // request. A new trace gets a random trace id and span id, flagged sampled, so that services
+    // behind the proxy that record traces keep doing so when the proxy starts the trace. A new
+    // request id is 128 random bits; when the proxy also starts the trace, the trace id serves
+    // as the request id, which ties the two together in logs.
+    constexpr std::string_view kRequestId = "x-request-id: ";
+    constexpr std::string_view kTraceparent = "traceparent: 00-";
+    char buf[128];
+    char* p = buf;
+    char* trace_id = nullptr;
+    if (!trace_valid) {
+      std::memcpy(p, kTraceparent.data(), kTraceparent.size());
+      p += kTraceparent.size();
+      trace_id = p;
+      worker_->FillRandomHex(p, 24);  // 16-byte trace id, then the 8-byte span id
+      std::memmove(p + 33, p + 32, 16);
+      p[32] = '-';
+      p += 49;
+      std::memcpy(p, "-01\r\n", 5);
+      p += 5;
+    }
+    if (!has_request_id) {
+      std::memcpy(p, kRequestId.data(), kRequestId.size());
+      p += kRequestId.size();
+      if (trace_id != nullptr) {
+        std::memcpy(p, trace_id, 32);
+      } else {
+        worker_->FillRandomHex(p, 16);
+      }
+      p += 32;
+      *p++ = '\r';
+      *p++ = '\n';
+    }
+    h.append(buf, static_cast<size_t>(p - buf));
   }
   if (upgrade_requested_) {
     h.append("connection: upgrade\r\nupgrade: "sv);
@@ -939,11 +968,27 @@ int DownstreamConn::Fail(int status, std::string_view body) {
 
 void DownstreamConn::AppendClientIp(std::string& out) const {
   if (client_addr_len_ == 4) {
-    // Dotted quad by hand: this runs for every proxied request.
+    // Dotted quad from a table of the 256 octets: this runs for every proxied request.
+    static constexpr auto kOctets = [] {
+      std::array<std::array<char, 4>, 256> t{};  // up to 3 digits, then the length
+      for (int i = 0; i < 256; ++i) {
+        int n = 0;
+        if (i >= 100) t[i][n++] = static_cast<char>('0' + i / 100);
+        if (i >= 10) t[i][n++] = static_cast<char>('0' + i / 10 % 10);
+        t[i][n++] = static_cast<char>('0' + i % 10);
+        t[i][3] = static_cast<char>(n);
+      }
+      return t;
+    }();
+    char buf[16];
+    char* p = buf;
     for (int i = 0; i < 4; ++i) {
-      if (i != 0) out.push_back('.');
-      AppendDecimal(out, client_addr_[i]);
+      const auto& o = kOctets[client_addr_[i]];
+      std::memcpy(p, o.data(), 3);
+      p += o[3];
+      *p++ = '.';
     }
+    out.append(buf, static_cast<size_t>(p - buf - 1));
   } else if (client_addr_len_ == 16) {
     char text[INET6_ADDRSTRLEN] = {0};
     inet_ntop(AF_INET6, client_addr_, text, sizeof(text));
@@ -1001,24 +1046,23 @@ void DownstreamConn::OnUpstreamHeaders(UpstreamConn* up) {
   if (reason.empty()) reason = ReasonPhrase(status);
   o.append(reason.data(), reason.size());
   o.append("\r\n"sv);
-  std::string_view connection_tokens, via, upgrade;
-  for (const auto& [name, value] : up->headers()) {
-    if (HeaderNameEquals(name, "connection")) connection_tokens = value;
-    if (HeaderNameEquals(name, "upgrade")) upgrade = value;
-  }
+  // One pass: each header's class was found once, when the upstream's parser completed the head.
+  std::string_view connection_tokens = up->connection_header(), via;
+  std::string_view upgrade = up->upgrade_header();
   if (NamesOnlyHopByHopHeaders(connection_tokens)) connection_tokens = {};
-  for (const auto& [name, value] : up->headers()) {
-    if (IsHopByHopHeader(name)) continue;
+  const auto& headers = up->headers();
+  const auto& classes = up->header_classes();
+  for (size_t i = 0; i < headers.size(); ++i) {
+    const auto& [name, value] = headers[i];
+    uint16_t cls = classes[i];
+    if (cls & kHeaderHopByHop) continue;
     if (!connection_tokens.empty() && TokenListContains(connection_tokens, name)) continue;
     if (!edits.empty() && edits.Drops(name)) continue;
-    if (HeaderNameEquals(name, "via")) {
+    if (cls & kHeaderVia) {
       via = value;
       continue;
     }
-    o.append(name.data(), name.size());
-    o.append(": "sv);
-    o.append(value.data(), value.size());
-    o.append("\r\n"sv);
+    AppendHeaderLine(o, name, value);
   }
   o.append("via: "sv);
   if (!via.empty()) {

@@ -23,6 +23,49 @@ bool IsHopByHopHeader(std::string_view name) {
   return name.size() > 6 && HeaderNameEquals(name.substr(0, 6), "proxy-");
 }
 
+uint16_t ClassifyHeader(std::string_view name) {
+  uint16_t cls = IsHopByHopHeader(name) ? kHeaderHopByHop : kHeaderOther;
+  switch (name.size()) {
+    case 3:
+      if (HeaderNameEquals(name, "via")) cls |= kHeaderVia;
+      break;
+    case 4:
+      if (HeaderNameEquals(name, "host")) cls |= kHeaderHost;
+      break;
+    case 6:
+      if (HeaderNameEquals(name, "expect")) cls |= kHeaderExpect;
+      break;
+    case 7:
+      if (HeaderNameEquals(name, "upgrade")) cls |= kHeaderUpgrade;
+      break;
+    case 10:
+      if (HeaderNameEquals(name, "connection")) {
+        cls |= kHeaderConnection;
+      } else if (HeaderNameEquals(name, "tracestate")) {
+        cls |= kHeaderTracestate;
+      }
+      break;
+    case 11:
+      if (HeaderNameEquals(name, "traceparent")) cls |= kHeaderTraceparent;
+      break;
+    case 12:
+      if (HeaderNameEquals(name, "x-request-id")) cls |= kHeaderXRequestId;
+      break;
+    case 15:
+      if (HeaderNameEquals(name, "x-forwarded-for")) cls |= kHeaderXForwardedFor;
+      break;
+    case 16:
+      if (HeaderNameEquals(name, "x-forwarded-host")) cls |= kHeaderXForwardedProtoOrHost;
+      break;
+    case 17:
+      if (HeaderNameEquals(name, "x-forwarded-proto")) cls |= kHeaderXForwardedProtoOrHost;
+      break;
+    default:
+      break;
+  }
+  return cls;
+}
+
 bool TokenListContains(std::string_view list, std::string_view token) {
   bool found = false;
   ForEachToken(list, [&](std::string_view t) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 
@@ -29,6 +30,40 @@ inline bool HeaderNameEquals(std::string_view a, std::string_view b) {
 // Hop-by-hop headers that a proxy never forwards (RFC 9110 section 7.6.1), plus the
 // Proxy-* family. Transfer-Encoding is included: the proxy re-frames bodies itself.
 bool IsHopByHopHeader(std::string_view name);
+
+// What the proxy needs to know about a header name, found with one look at it (a switch on its
+// length, then one or two compares) instead of a compare per name of interest. Bits.
+enum HeaderClass : uint16_t {
+  kHeaderOther = 0,
+  kHeaderHopByHop = 1 << 0,    // IsHopByHopHeader
+  kHeaderConnection = 1 << 1,  // also hop-by-hop
+  kHeaderUpgrade = 1 << 2,     // also hop-by-hop
+  kHeaderVia = 1 << 3,
+  kHeaderHost = 1 << 4,
+  kHeaderExpect = 1 << 5,
+  kHeaderXForwardedFor = 1 << 6,
+  kHeaderXForwardedProtoOrHost = 1 << 7,
+  kHeaderXRequestId = 1 << 8,
+  kHeaderTraceparent = 1 << 9,
+  kHeaderTracestate = 1 << 10,
+};
+uint16_t ClassifyHeader(std::string_view name);
+
+// Appends "name: value\r\n" with one size check.
+inline void AppendHeaderLine(std::string& out, std::string_view name, std::string_view value) {
+  size_t at = out.size();
+  out.resize(at + name.size() + value.size() + 4);
+  char* p = out.data() + at;
+  std::memcpy(p, name.data(), name.size());
+  p += name.size();
+  p[0] = ':';
+  p[1] = ' ';
+  p += 2;
+  std::memcpy(p, value.data(), value.size());
+  p += value.size();
+  p[0] = '\r';
+  p[1] = '\n';
+}
 
 // True when the comma-separated token list `list` (e.g. a Connection value) contains `token`,
 // case-insensitively.

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "dataplane/proxy/http_util.h"
 #include "dataplane/proxy/worker.h"
 
 namespace flexgate::dataplane::internal {
@@ -69,11 +70,18 @@ struct UpstreamCallbacks {
       }
     }
     u->header_views_.clear();
+    u->header_classes_.clear();
+    u->connection_header_ = {};
+    u->upgrade_header_ = {};
     for (const auto& s : u->spans_) {
       std::string_view name(u->head_.data() + s.name_off, s.name_len);
       std::string_view value(u->head_.data() + s.value_off, s.value_len);
       while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
       u->header_views_.emplace_back(name, value);
+      uint16_t cls = ClassifyHeader(name);
+      u->header_classes_.push_back(cls);
+      if (cls & kHeaderConnection) u->connection_header_ = value;
+      if (cls & kHeaderUpgrade) u->upgrade_header_ = value;
     }
     u->eof_body_ = !u->head_request_ && llhttp_message_needs_eof(p) != 0;
     if (u->down_ != nullptr) u->down_->OnUpstreamHeaders(u);

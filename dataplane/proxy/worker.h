@@ -190,6 +190,9 @@ class Conn {
   bool WriteRaw(const uv_buf_t* bufs, unsigned n);
   // Writes now: a direct write first, copying only what the kernel did not take.
   bool WriteNow(const uv_buf_t* bufs, unsigned n);
+  // A non-blocking send of `bufs`: bytes taken (possibly fewer than given), UV_EAGAIN when the
+  // socket is full or writes are queued, or another negative libuv error.
+  int TrySend(const uv_buf_t* bufs, unsigned n);
   static void OnHandleClosed(uv_handle_t* h);
 
   Worker* worker_;
@@ -249,6 +252,11 @@ class UpstreamConn final : public Conn {
   const std::vector<std::pair<std::string_view, std::string_view>>& headers() const {
     return header_views_;
   }
+  // ClassifyHeader() of each header, parallel to headers().
+  const std::vector<uint16_t>& header_classes() const { return header_classes_; }
+  // The Connection and Upgrade values (the last of each), empty when absent.
+  std::string_view connection_header() const { return connection_header_; }
+  std::string_view upgrade_header() const { return upgrade_header_; }
   bool has_content_length() const { return (parser_.flags & F_CONTENT_LENGTH) != 0; }
   bool body_until_eof() const { return eof_body_; }
   bool keep_alive() const { return llhttp_should_keep_alive(&parser_) != 0; }
@@ -310,6 +318,9 @@ class UpstreamConn final : public Conn {
   };
   std::vector<Span> spans_;
   std::vector<std::pair<std::string_view, std::string_view>> header_views_;
+  std::vector<uint16_t> header_classes_;
+  std::string_view connection_header_;
+  std::string_view upgrade_header_;
   bool new_field_ = true;
 };
 
@@ -326,6 +337,7 @@ struct RequestState {
   };
   std::vector<Span> spans;
   std::vector<std::pair<std::string_view, std::string_view>> header_views;
+  std::vector<uint16_t> header_classes;  // ClassifyHeader(), parallel to header_views
   std::string up_head;        // the upstream request head (kept for retries)
   std::string upgrade_value;  // the client's Upgrade header, forwarded on tunnel requests
   std::string replay;         // framed request body bytes, for a retry
@@ -436,6 +448,7 @@ class DownstreamConn final : public Conn, public TimerWheel::Node {
   void EndActiveCount();
   std::string_view RequestPath() const;
   std::string_view HeaderValue(std::string_view name) const;
+  std::string_view HostHeader() const;  // the (only) Host value
   void ReleaseTable();
   void RecordStatus(int status);
   // The client's address as text ("192.0.2.1", "2001:db8::1"), appended to `out`.
@@ -535,9 +548,8 @@ class Worker {
   void Forget(UpstreamConn* c);
   void Track(UpstreamConn* c) { upstreams_.insert(c); }
   uint64_t NextRandom();
-  void NewRequestId(std::string& out);
-  // Appends `bytes` random bytes as lower-case hex.
-  void AppendRandomHex(std::string& out, int bytes);
+  // Writes `bytes` random bytes as 2 * `bytes` lower-case hex digits to `out`.
+  void FillRandomHex(char* out, size_t bytes);
   // Any thread: publishes the active health checker's latest verdicts.
   void PostHealth(std::shared_ptr<const HealthSnapshot> health);
   // Passive outlier detection: an endpoint's answer (status, or a connect failure) was seen.
