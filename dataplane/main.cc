@@ -23,6 +23,16 @@ int main(int argc, char** argv) {
   using flexgate::agent::Agent;
 
   flexgate::InitLogging("agent");
+#if defined(FLEXGATE_SSE42) && (defined(__x86_64__) || defined(__i386__))
+  // The HTTP parser was built with SSE4.2 instructions (CMake option FLEXGATE_SSE42): say so
+  // plainly on a CPU without them instead of dying of an illegal instruction on the first request.
+  if (!__builtin_cpu_supports("sse4.2")) {
+    FG_LOG_ERROR("this CPU lacks SSE4.2, which this build of the agent needs; rebuild with "
+                 "-DFLEXGATE_SSE42=OFF",
+                 {});
+    return 1;
+  }
+#endif
   // Debian's Abseil builds a lock graph on every Mutex acquisition (deadlock detection); the
   // agent's locks are few and ordered (control thread -> worker inboxes), so it is pure cost.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
