@@ -305,18 +305,22 @@ bool RouteTable::Verify(const CompiledRoute& route, const RouteRequest& request)
 }
 
 const CompiledRoute* RouteTable::Match(const RouteRequest& request) const {
-  std::string host_buf;
-  std::string_view host = NormalizeHost(request.host, host_buf);
   absl::InlinedVector<uint32_t, 16> candidates;
-  if (!exact_hosts_.empty()) {
-    auto it = exact_hosts_.find(AV(host));
-    if (it != exact_hosts_.end()) it->second.Candidates(request.path, candidates);
-  }
-  // "*.example.com" matches "a.example.com" and "a.b.example.com" but not "example.com".
-  for (size_t len : wildcard_lengths_) {
-    if (len >= host.size()) break;
-    auto it = wildcard_hosts_.find(AV(host.substr(host.size() - len)));
-    if (it != wildcard_hosts_.end()) it->second.Candidates(request.path, candidates);
+  // A table where no route names a host (the usual sidecar table) never looks at the Host
+  // header.
+  if (!exact_hosts_.empty() || !wildcard_lengths_.empty()) {
+    std::string host_buf;
+    std::string_view host = NormalizeHost(request.host, host_buf);
+    if (!exact_hosts_.empty()) {
+      auto it = exact_hosts_.find(AV(host));
+      if (it != exact_hosts_.end()) it->second.Candidates(request.path, candidates);
+    }
+    // "*.example.com" matches "a.example.com" and "a.b.example.com" but not "example.com".
+    for (size_t len : wildcard_lengths_) {
+      if (len >= host.size()) break;
+      auto it = wildcard_hosts_.find(AV(host.substr(host.size() - len)));
+      if (it != wildcard_hosts_.end()) it->second.Candidates(request.path, candidates);
+    }
   }
   any_host_.Candidates(request.path, candidates);
   std::sort(candidates.begin(), candidates.end());

@@ -1,5 +1,6 @@
 // UpstreamConn: a connection to one upstream endpoint, parsing responses with llhttp and
 // handing their parts to the downstream connection of the current exchange.
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -21,35 +22,32 @@ struct UpstreamCallbacks {
     u->head_.clear();
     u->spans_.clear();
     u->header_views_.clear();
-    u->reason_.clear();
+    u->reason_off_ = u->reason_len_ = 0;
+    u->reason_view_ = {};
+    u->head_in_buffer_ = true;
+    u->in_head_ = true;
+    u->head_bytes_ = 0;
     u->new_field_ = true;
     u->status_ = 0;
     return 0;
   }
   static int OnStatus(llhttp_t* p, const char* at, size_t n) {
-    Self(p)->reason_.append(at, n);
-    return 0;
+    UpstreamConn* u = Self(p);
+    return u->AddHeadPiece(&u->reason_off_, &u->reason_len_, at, n) ? 0 : HPE_USER;
   }
   static int OnHeaderField(llhttp_t* p, const char* at, size_t n) {
     UpstreamConn* u = Self(p);
     if (u->new_field_) {
-      u->spans_.push_back({static_cast<uint32_t>(u->head_.size()), 0, 0, 0});
+      u->spans_.push_back({0, 0, 0, 0});
       u->new_field_ = false;
     }
-    u->head_.append(at, n);
-    u->spans_.back().name_len += static_cast<uint32_t>(n);
-    return u->head_.size() > kMaxResponseHead ? HPE_USER : 0;
-  }
-  static int OnHeaderFieldComplete(llhttp_t* p) {
-    UpstreamConn* u = Self(p);
-    u->spans_.back().value_off = static_cast<uint32_t>(u->head_.size());
-    return 0;
+    UpstreamConn::Span& s = u->spans_.back();
+    return u->AddHeadPiece(&s.name_off, &s.name_len, at, n) ? 0 : HPE_USER;
   }
   static int OnHeaderValue(llhttp_t* p, const char* at, size_t n) {
     UpstreamConn* u = Self(p);
-    u->head_.append(at, n);
-    u->spans_.back().value_len += static_cast<uint32_t>(n);
-    return u->head_.size() > kMaxResponseHead ? HPE_USER : 0;
+    UpstreamConn::Span& s = u->spans_.back();
+    return u->AddHeadPiece(&s.value_off, &s.value_len, at, n) ? 0 : HPE_USER;
   }
   static int OnHeaderValueComplete(llhttp_t* p) {
     Self(p)->new_field_ = true;
@@ -66,16 +64,20 @@ struct UpstreamCallbacks {
         u->tunnel_ = true;
       } else {
         u->interim_ = true;
+        u->in_head_ = false;
         return 0;
       }
     }
+    u->in_head_ = false;
+    const char* base = u->HeadBase();
+    u->reason_view_ = std::string_view(base + u->reason_off_, u->reason_len_);
     u->header_views_.clear();
     u->header_classes_.clear();
     u->connection_header_ = {};
     u->upgrade_header_ = {};
     for (const auto& s : u->spans_) {
-      std::string_view name(u->head_.data() + s.name_off, s.name_len);
-      std::string_view value(u->head_.data() + s.value_off, s.value_len);
+      std::string_view name(base + s.name_off, s.name_len);
+      std::string_view value(base + s.value_off, s.value_len);
       while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
       u->header_views_.emplace_back(name, value);
       uint16_t cls = ClassifyHeader(name);
@@ -113,7 +115,6 @@ struct UpstreamCallbacks {
       s.on_message_begin = OnMessageBegin;
       s.on_status = OnStatus;
       s.on_header_field = OnHeaderField;
-      s.on_header_field_complete = OnHeaderFieldComplete;
       s.on_header_value = OnHeaderValue;
       s.on_header_value_complete = OnHeaderValueComplete;
       s.on_headers_complete = OnHeadersComplete;
@@ -124,6 +125,46 @@ struct UpstreamCallbacks {
     return &settings;
   }
 };
+
+bool UpstreamConn::AddHeadPiece(uint32_t* off, uint32_t* len, const char* at, size_t n) {
+  head_bytes_ += static_cast<uint32_t>(std::min<size_t>(n, kMaxResponseHead + 1));
+  if (head_bytes_ > kMaxResponseHead) return false;
+  if (head_in_buffer_) {
+    if (*len == 0) {
+      *off = static_cast<uint32_t>(at - exec_base_);
+      *len = static_cast<uint32_t>(n);
+      return true;
+    }
+    if (exec_base_ + *off + *len == at) {
+      *len += static_cast<uint32_t>(n);
+      return true;
+    }
+    SpillHead();  // a piece that does not continue the last one: copy what we have
+  }
+  // Pieces are appended in the order they arrive, so a continued text is always the last one.
+  if (*len == 0) *off = static_cast<uint32_t>(head_.size());
+  head_.append(at, n);
+  *len += static_cast<uint32_t>(n);
+  return true;
+}
+
+void UpstreamConn::SpillHead() {
+  if (!head_in_buffer_) return;
+  head_.clear();
+  auto move = [&](uint32_t* off, uint32_t len) {
+    if (len == 0) return;
+    uint32_t to = static_cast<uint32_t>(head_.size());
+    head_.append(exec_base_ + *off, len);
+    *off = to;
+  };
+  // In arrival order: the reason phrase, then each name and its value.
+  move(&reason_off_, reason_len_);
+  for (Span& s : spans_) {
+    move(&s.name_off, s.name_len);
+    move(&s.value_off, s.value_len);
+  }
+  head_in_buffer_ = false;
+}
 
 UpstreamConn::UpstreamConn(Worker* worker, const CompiledEndpoint& endpoint,
                            const CompiledCluster& cluster, ClusterCounters* counters)
@@ -346,7 +387,11 @@ void UpstreamConn::OnData(ssize_t nread, const char* data) {
       if (c != nullptr) c->Uncork();
     }
   } cork{down_->Cork() ? down_ : nullptr};
+  exec_base_ = data;
   llhttp_errno_t err = llhttp_execute(&parser_, data, static_cast<size_t>(nread));
+  // The buffer is reused once this returns: a head still incomplete keeps its own copy.
+  if (in_head_) SpillHead();
+  exec_base_ = nullptr;
   if (closing_) return;
   if (err == HPE_PAUSED && message_complete_) {
     size_t used = static_cast<size_t>(llhttp_get_error_pos(&parser_) - data);

@@ -246,9 +246,10 @@ class UpstreamConn final : public Conn {
   FailureKind failure_kind() const { return failure_; }
   bool tunnel() const { return tunnel_; }
 
-  // Response head as parsed (valid from OnUpstreamHeaders until the next response).
+  // Response head as parsed. The views are valid only during DownstreamConn::OnUpstreamHeaders:
+  // they usually point into the read buffer the head arrived in (see SpillHead).
   int status() const { return status_; }
-  std::string_view reason() const { return reason_; }
+  std::string_view reason() const { return reason_view_; }
   const std::vector<std::pair<std::string_view, std::string_view>>& headers() const {
     return header_views_;
   }
@@ -309,14 +310,26 @@ class UpstreamConn final : public Conn {
 
   llhttp_t parser_;
   int status_ = 0;
-  // Response head storage: header text is appended to head_ and referenced by offsets until the
-  // head is complete, then exposed as views.
+  // Response head storage. A head that arrives within one read (nearly all of them) is not
+  // copied: its pieces are offsets into that read's buffer (head_in_buffer_). When a read ends
+  // with the head incomplete, or a piece is not contiguous with the one it continues, the head
+  // so far is copied into head_ (SpillHead) and later pieces are appended there.
   std::string head_;
-  std::string reason_;
+  const char* exec_base_ = nullptr;  // the buffer of the llhttp_execute call in progress
+  bool head_in_buffer_ = false;
+  bool in_head_ = false;  // between message begin and headers complete
+  uint32_t head_bytes_ = 0;
   struct Span {
     uint32_t name_off, name_len, value_off, value_len;
   };
   std::vector<Span> spans_;
+  uint32_t reason_off_ = 0, reason_len_ = 0;
+  std::string_view reason_view_;
+  const char* HeadBase() const { return head_in_buffer_ ? exec_base_ : head_.data(); }
+  // Adds the piece [at, at+n) to the text at (*off, *len); returns false when the head grew
+  // beyond its limit.
+  bool AddHeadPiece(uint32_t* off, uint32_t* len, const char* at, size_t n);
+  void SpillHead();
   std::vector<std::pair<std::string_view, std::string_view>> header_views_;
   std::vector<uint16_t> header_classes_;
   std::string_view connection_header_;

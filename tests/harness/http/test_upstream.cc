@@ -4,6 +4,7 @@
 #include <llhttp.h>
 #include <uv.h>
 
+#include <algorithm>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -61,6 +62,7 @@ struct UpConn {
   std::string body;
   std::string pending;     // unparsed pipelined bytes
   std::string delayed;     // response waiting for the timer
+  size_t trickle_step = 0; // /trickle: bytes of `delayed` sent per timer tick
   std::unique_ptr<tls::TlsSession> tls;  // TLS mode only
 };
 
@@ -220,6 +222,12 @@ void Respond(UpConn* c) {
     status = s->health_status.load();
     s->health_requests.fetch_add(1);
     body = absl::StrCat(name, " health ", status, "\n");
+  } else if (path == "/trickle") {
+    // A head with repeated and empty values and an odd reason phrase, so that a proxy that
+    // reassembles a head from several reads has something to get wrong.
+    status = 299;
+    extra += "x-one: first value\r\nx-empty:\r\nx-two: second, value\r\nx-one: again\r\n";
+    body = "trickled body\n";
   } else if (path == "/headers") {
     body = c->head;
   } else {
@@ -250,6 +258,34 @@ void Respond(UpConn* c) {
   }
   c->close_after = !keep_alive;
 
+  if (path == "/trickle") {
+    // The response leaves in pieces of `step` bytes, one every 2 ms, so that the reader gets
+    // its head (and body) over many reads.
+    size_t step = 3;
+    (void)absl::SimpleAtoi(QueryParam(c->url, "step"), &step);
+    c->trickle_step = std::max<size_t>(step, 1);
+    c->busy = true;
+    c->delayed = std::move(out);
+    uv_timer_start(&c->timer, [](uv_timer_t* t) {
+      auto* c = static_cast<UpConn*>(t->data);
+      size_t n = std::min(c->trickle_step, c->delayed.size());
+      std::string piece = c->delayed.substr(0, n);
+      c->delayed.erase(0, n);
+      bool last = c->delayed.empty();
+      if (!last) {
+        Write(c, std::move(piece), false);
+        return;  // the repeating timer sends the next piece
+      }
+      uv_timer_stop(t);
+      c->busy = false;
+      Write(c, std::move(piece), c->close_after);
+      if (c->close_after) return;
+      std::string pending;
+      pending.swap(c->pending);
+      if (!pending.empty()) Process(c, pending.data(), pending.size());
+    }, 2, 2);
+    return;
+  }
   int delay = 0;
   if (path == "/slow") (void)absl::SimpleAtoi(QueryParam(c->url, "ms"), &delay);
   if (delay > 0) {

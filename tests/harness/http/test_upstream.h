@@ -9,6 +9,8 @@
 //   /big?kb=N           200, an N KiB body sent chunked (streaming / back-pressure tests)
 //   /status/NNN         status NNN, body "NAME status NNN\n" (none for 1xx/204/304)
 //   /slow?ms=N          the default response, sent after N milliseconds
+//   /trickle?step=N     status 299 with repeated and empty headers, the whole response sent N
+//                       bytes (default 3) at a time, one piece every 2 ms
 //   /headers            200, the request head as received ("name: value" lines)
 //   /close              200 with `connection: close`, then closes
 //   /drop               closes the connection without answering
