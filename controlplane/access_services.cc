@@ -8,6 +8,7 @@
 #include "controlplane/auth.h"
 #include "controlplane/config_service.h"
 #include "controlplane/grpc_status.h"
+#include "controlplane/revocation_enforcer.h"
 #include "controlplane/rpc_context.h"
 #include "flexgate/v1/audit_service.grpc.pb.h"
 #include "flexgate/v1/tenant_service.grpc.pb.h"
@@ -131,8 +132,10 @@ class KeyServiceImpl final : public v1::KeyService::Service {
     auto out = deps_.access->RevokeKey(call->audit(), call->who.tenant_id,
                                        static_cast<int64_t>(req->key_id()));
     if (!out.ok()) return ToGrpcStatus(out.status());
-    // At once on this replica; other replicas' caches expire within their TTL.
-    deps_.auth->InvalidateAll();
+    // At once on this replica: the key leaves the auth cache and agent streams opened with it
+    // end. Other replicas do the same on the notification the revocation sent.
+    deps_.revocations->Revoked(
+        {AgentCredential::Kind::kApiKey, call->who.tenant_id, static_cast<int64_t>(req->key_id())});
     FillKey(*out, resp->mutable_key());
     return grpc::Status::OK;
   }
@@ -165,8 +168,10 @@ class KeyServiceImpl final : public v1::KeyService::Service {
     auto out = deps_.access->RevokeToken(call->audit(), call->who.tenant_id,
                                          static_cast<int64_t>(req->token_id()));
     if (!out.ok()) return ToGrpcStatus(out.status());
-    // New streams are refused at once here; a stream already open stays open until it ends.
-    deps_.auth->InvalidateAll();
+    // At once on this replica: the token leaves the auth cache and every stream opened with it
+    // ends. Other replicas do the same on the notification the revocation sent.
+    deps_.revocations->Revoked({AgentCredential::Kind::kEnrollmentToken, call->who.tenant_id,
+                                static_cast<int64_t>(req->token_id())});
     FillToken(*out, resp->mutable_token());
     return grpc::Status::OK;
   }

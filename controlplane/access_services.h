@@ -16,10 +16,14 @@ namespace flexgate::cp {
 
 class AccessStore;
 class Authenticator;
+class RevocationEnforcer;
 
 struct AccessServiceDeps {
   AccessStore* access = nullptr;
   Authenticator* auth = nullptr;
+  // Ends this replica's agent streams of a revoked token or key as soon as the revocation has
+  // committed (other replicas learn of it through the notification the revocation sends).
+  RevocationEnforcer* revocations = nullptr;
 };
 
 // The three services; the deps must outlive them and the server they are registered with.

@@ -1,6 +1,8 @@
 #include "controlplane/access_store.h"
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/canonical.h"
 #include "common/validator.h"
@@ -79,6 +81,13 @@ absl::StatusOr<Created<KeyRecord>> InsertKey(PgConn& c, const AuditContext& audi
   return out;
 }
 
+// Tells every replica (this one included) about a revocation; delivered on commit only.
+absl::Status NotifyRevoked(PgConn& c, const AgentCredential& credential) {
+  return c.Exec("SELECT pg_notify($1, $2)",
+                {PgParam::Text(kRevocationChannel), PgParam::Text(RevocationPayload(credential))})
+      .status();
+}
+
 absl::Status CheckCredentialName(const std::string& name) {
   if (name.size() > 200) return absl::InvalidArgumentError("name is longer than 200 characters");
   for (char ch : name) {
@@ -90,6 +99,29 @@ absl::Status CheckCredentialName(const std::string& name) {
 }
 
 }  // namespace
+
+std::string RevocationPayload(const AgentCredential& c) {
+  return absl::StrCat(c.kind == AgentCredential::Kind::kEnrollmentToken ? "token" : "key", ":",
+                      c.tenant_id, ":", c.id);
+}
+
+std::optional<AgentCredential> ParseRevocationPayload(absl::string_view payload) {
+  std::vector<absl::string_view> parts = absl::StrSplit(payload, ':');
+  if (parts.size() != 3) return std::nullopt;
+  AgentCredential c;
+  if (parts[0] == "token") {
+    c.kind = AgentCredential::Kind::kEnrollmentToken;
+  } else if (parts[0] == "key") {
+    c.kind = AgentCredential::Kind::kApiKey;
+  } else {
+    return std::nullopt;
+  }
+  if (!absl::SimpleAtoi(parts[1], &c.tenant_id) || !absl::SimpleAtoi(parts[2], &c.id) ||
+      c.tenant_id <= 0 || c.id <= 0) {
+    return std::nullopt;
+  }
+  return c;
+}
 
 std::string GenerateEnrollmentToken() {
   // Same randomness and alphabet as API keys; only the prefix differs.
@@ -218,8 +250,12 @@ absl::StatusOr<KeyRecord> AccessStore::RevokeKey(const AuditContext& audit, int6
                       {PgParam::Int(tenant_id), PgParam::Int(key_id)});
     if (!upd.ok()) return upd.status();
     out.revoked_at = absl::FromUnixMicros(upd->GetInt64(0, 0));
-    return AppendAudit(c, audit, tenant_id, "key.revoke", absl::StrCat("key-", key_id),
-                       absl::StrCat("role ", RoleName(out.role), " name \"", out.name, "\""));
+    absl::Status a =
+        AppendAudit(c, audit, tenant_id, "key.revoke", absl::StrCat("key-", key_id),
+                    absl::StrCat("role ", RoleName(out.role), " name \"", out.name, "\""));
+    if (!a.ok()) return a;
+    // Agent streams opened with an admin key of tenant "default" end with it.
+    return NotifyRevoked(c, {AgentCredential::Kind::kApiKey, tenant_id, key_id});
   });
   if (!s.ok()) return s;
   return out;
@@ -286,10 +322,49 @@ absl::StatusOr<TokenRecord> AccessStore::RevokeToken(const AuditContext& audit,
                       {PgParam::Int(tenant_id), PgParam::Int(token_id)});
     if (!upd.ok()) return upd.status();
     out.revoked_at = absl::FromUnixMicros(upd->GetInt64(0, 0));
-    return AppendAudit(c, audit, tenant_id, "token.revoke", absl::StrCat("token-", token_id),
-                       absl::StrCat("name \"", out.name, "\""));
+    absl::Status a = AppendAudit(c, audit, tenant_id, "token.revoke",
+                                 absl::StrCat("token-", token_id),
+                                 absl::StrCat("name \"", out.name, "\""));
+    if (!a.ok()) return a;
+    return NotifyRevoked(c, {AgentCredential::Kind::kEnrollmentToken, tenant_id, token_id});
   });
   if (!s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<std::vector<AgentCredential>> AccessStore::Unusable(
+    const std::vector<AgentCredential>& credentials) {
+  std::vector<AgentCredential> out;
+  if (credentials.empty()) return out;
+  std::vector<int64_t> token_tenants, tokens, key_tenants, keys;
+  for (const AgentCredential& c : credentials) {
+    const bool token = c.kind == AgentCredential::Kind::kEnrollmentToken;
+    (token ? token_tenants : key_tenants).push_back(c.tenant_id);
+    (token ? tokens : keys).push_back(c.id);
+  }
+  auto array = [](const std::vector<int64_t>& v) {
+    return PgParam::Text(absl::StrCat("{", absl::StrJoin(v, ","), "}"));
+  };
+  auto conn = pool_->Acquire();
+  if (!conn.ok()) return conn.status();
+  // Each lookup is by primary key (tenant_id, id). "Not usable" rather than "revoked", so a row
+  // removed by hand ends its streams too.
+  auto r = (*conn)->Exec(
+      "SELECT 0, u.t, u.id FROM unnest($1::bigint[], $2::bigint[]) AS u(t, id) "
+      "WHERE NOT EXISTS (SELECT 1 FROM enrollment_tokens k WHERE k.tenant_id = u.t "
+      "  AND k.token_id = u.id AND k.revoked_at IS NULL) "
+      "UNION ALL "
+      "SELECT 1, u.t, u.id FROM unnest($3::bigint[], $4::bigint[]) AS u(t, id) "
+      "WHERE NOT EXISTS (SELECT 1 FROM api_keys k WHERE k.tenant_id = u.t "
+      "  AND k.key_id = u.id AND k.revoked_at IS NULL)",
+      {array(token_tenants), array(tokens), array(key_tenants), array(keys)});
+  if (!r.ok()) return r.status();
+  out.reserve(r->rows());
+  for (int i = 0; i < r->rows(); ++i) {
+    out.push_back(AgentCredential{r->GetInt64(i, 0) == 0 ? AgentCredential::Kind::kEnrollmentToken
+                                                        : AgentCredential::Kind::kApiKey,
+                                  r->GetInt64(i, 1), r->GetInt64(i, 2)});
+  }
   return out;
 }
 

@@ -6,6 +6,9 @@
 // without its audit row (or the reverse) cannot be committed. Keys and tokens are generated here
 // and returned in plain text exactly once; only their SHA-256 is stored.
 //
+// Revoking a token or key also notifies kRevocationChannel inside the same transaction, so every
+// replica learns of it when (and only if) it commits (revocation_enforcer.h).
+//
 // Every method is blocking (it takes a connection from the pool), thread-safe, and returns
 // UNAVAILABLE when the database cannot be reached.
 #pragma once
@@ -18,12 +21,21 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "controlplane/auth.h"
 #include "controlplane/pg.h"
 #include "controlplane/store.h"
 
 namespace flexgate::cp {
+
+// The NOTIFY channel for revoked agent credentials; payload from RevocationPayload.
+inline constexpr char kRevocationChannel[] = "flexgate_revocation";
+
+// "token:<tenant_id>:<token_id>" or "key:<tenant_id>:<key_id>".
+std::string RevocationPayload(const AgentCredential& credential);
+// The inverse; nullopt for anything malformed.
+std::optional<AgentCredential> ParseRevocationPayload(absl::string_view payload);
 
 struct TenantRecord {
   int64_t tenant_id = 0;
@@ -116,8 +128,16 @@ class AccessStore {
   absl::StatusOr<Created<TokenRecord>> CreateToken(const AuditContext& audit, int64_t tenant_id,
                                                    const std::string& name);
   absl::StatusOr<std::vector<TokenRecord>> ListTokens(int64_t tenant_id, bool include_revoked);
+  // NOT_FOUND for a token of another tenant or none. Revoking a revoked token changes nothing
+  // (and is neither audited nor notified again).
   absl::StatusOr<TokenRecord> RevokeToken(const AuditContext& audit, int64_t tenant_id,
                                           int64_t token_id);
+
+  // Of `credentials`, the ones that no longer authenticate: revoked, or their row is gone. One
+  // statement however many are given (the open streams' distinct credentials, for the periodic
+  // re-check that catches revocation notifications a replica missed).
+  absl::StatusOr<std::vector<AgentCredential>> Unusable(
+      const std::vector<AgentCredential>& credentials);
 
   absl::StatusOr<std::vector<AuditRecord>> ListAudit(const AuditQuery& query);
 

@@ -16,6 +16,7 @@
 #include "controlplane/distributor.h"
 #include "controlplane/grpc_status.h"
 #include "controlplane/metrics.h"
+#include "controlplane/revocation_enforcer.h"
 #include "controlplane/store.h"
 #include "flexgate/v1/agent.grpc.pb.h"
 
@@ -37,13 +38,15 @@ std::string RandomHex(int bytes) {
 // OnDone and is freed when the last reference goes.
 //
 // Concurrency: reactor callbacks (OnReadDone, OnWriteDone, OnCancel, OnDone) run on gRPC
-// threads, Offer/Close on the distributor's or shutdown thread, the Hello work on a DbWorkers
-// thread. All state is guarded by mu_. StartRead/StartWrite/Finish are never called with mu_
-// held, because gRPC may run a reaction inline in the calling thread. Finish is called exactly
+// threads, Offer/Close on the distributor's or shutdown thread, EndRevoked on whichever thread
+// learned of a revocation (an RPC, the listener, the enforcer's checks), the Hello work on a
+// DbWorkers thread. All state is guarded by mu_. StartRead/StartWrite/Finish are never called
+// with mu_ held, because gRPC may run a reaction inline in the calling thread. Finish is called exactly
 // once, only when no write is in flight and no thread is between deciding to start an
 // operation and starting it (busy_ == 0), so nothing starts an operation after Finish.
 class AgentSession final : public grpc::ServerBidiReactor<ByteBuffer, ByteBuffer>,
                            public SnapshotSink,
+                           public RevocableStream,
                            public std::enable_shared_from_this<AgentSession> {
  public:
   AgentSession(grpc::CallbackServerContext* ctx, const AgentServiceDeps& deps)
@@ -112,12 +115,15 @@ class AgentSession final : public grpc::ServerBidiReactor<ByteBuffer, ByteBuffer
     bool registered;
     int64_t tenant_id;
     std::string agent_id;
+    std::optional<AgentCredential> credential;
     {
       absl::MutexLock lock(&mu_);
       registered = registered_;
       tenant_id = tenant_id_;
       agent_id = agent_id_;
+      credential = credential_;
     }
+    if (credential) deps_.revocations->Remove(*credential, this);
     if (registered) {
       deps_.distributor->Unregister(tenant_id, this);
       deps_.metrics->connected_agents.Decrement();
@@ -148,6 +154,15 @@ class AgentSession final : public grpc::ServerBidiReactor<ByteBuffer, ByteBuffer
   void Close() override {
     Enter();
     RequestFinish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "control plane shutting down"));
+    Leave();
+  }
+
+  // RevocableStream. UNAUTHENTICATED, as a new stream with the same credential gets: the agent
+  // keeps serving its last-known-good config and keeps retrying with backoff until an operator
+  // gives it a new token.
+  void EndRevoked(AgentCredential::Kind kind) override {
+    Enter();
+    RequestFinish(grpc::Status(grpc::StatusCode::UNAUTHENTICATED, RevokedMessage(kind)));
     Leave();
   }
 
@@ -274,6 +289,23 @@ class AgentSession final : public grpc::ServerBidiReactor<ByteBuffer, ByteBuffer
       return std::nullopt;
     }
 
+    // Registered before the stream is recorded as connected: a revocation from now on ends it,
+    // and one that already happened (the Hello may have authenticated from the cache just
+    // before the notification arrived) refuses it here.
+    if (std::optional<AgentCredential> credential = CredentialOf(*who)) {
+      {
+        absl::MutexLock lock(&mu_);
+        credential_ = *credential;
+      }
+      if (!deps_.revocations->Add(*credential, shared_from_this())) {
+        FG_LOG_WARN("agent stream refused",
+                    {{"agent_id", hello.agent_id()}, {"error", RevokedMessage(credential->kind)}});
+        RequestFinish(
+            grpc::Status(grpc::StatusCode::UNAUTHENTICATED, RevokedMessage(credential->kind)));
+        return std::nullopt;
+      }
+    }
+
     AgentHelloRecord rec;
     rec.tenant_id = who->tenant_id;
     rec.agent_id = agent_id_;
@@ -390,8 +422,9 @@ class AgentSession final : public grpc::ServerBidiReactor<ByteBuffer, ByteBuffer
       absl::MutexLock lock(&mu_);
       state_.SetApplied(hb.applied_version(), hb.applied_hash());
     }
-    deps_.workers->Post(shard_key_, HeartbeatEvent{tenant_id_, agent_id_, hb.applied_version(),
-                                                   hb.applied_hash(), hb.healthy()});
+    deps_.workers->Post(shard_key_,
+                        HeartbeatEvent{tenant_id_, agent_id_, hb.applied_version(),
+                                       hb.applied_hash(), hb.healthy(), session_id_});
   }
 
   grpc::CallbackServerContext* const ctx_;
@@ -415,6 +448,8 @@ class AgentSession final : public grpc::ServerBidiReactor<ByteBuffer, ByteBuffer
   // the message handlers (which run only after Hello) read them without the lock.
   bool hello_done_ ABSL_GUARDED_BY(mu_) = false;
   bool registered_ ABSL_GUARDED_BY(mu_) = false;
+  // The credential the stream authenticated with, once it has (unregistered in OnDone).
+  std::optional<AgentCredential> credential_ ABSL_GUARDED_BY(mu_);
   // What the agent said it serves, from its Hello until the agents row is written.
   std::pair<uint64_t, std::string> applied_at_hello_ ABSL_GUARDED_BY(mu_);
   // Set once when the Hello arrives (agent_id_, shard_key_) or is authenticated (tenant_id_),

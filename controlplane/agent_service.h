@@ -5,6 +5,10 @@
 // loading the live version are blocking, so they run on DbWorkers, never on a gRPC callback
 // thread; so do all database writes caused by later messages (Ack, Nack, Heartbeat) and by the
 // stream's end. Snapshots are written as pre-encoded bytes (see snapshot_encoding.h).
+//
+// Each authenticated stream is registered with the RevocationEnforcer under the credential it
+// was opened with; revoking that credential ends the stream with UNAUTHENTICATED ("enrollment
+// token revoked" / "API key revoked"), on whichever replica it is connected to.
 #pragma once
 
 #include <memory>
@@ -21,6 +25,7 @@ class ConfigStore;
 class CpMetrics;
 class DbWorkers;
 class Distributor;
+class RevocationEnforcer;
 
 struct AgentServiceDeps {
   ConfigStore* store = nullptr;
@@ -28,6 +33,7 @@ struct AgentServiceDeps {
   Distributor* distributor = nullptr;
   DbWorkers* workers = nullptr;
   CpMetrics* metrics = nullptr;
+  RevocationEnforcer* revocations = nullptr;
   // This replica's id, recorded with each agent and each ACK (FleetService shows it).
   std::string replica;
 };

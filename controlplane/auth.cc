@@ -27,6 +27,21 @@ const char* RoleName(Role role) {
   return "viewer";
 }
 
+std::optional<AgentCredential> CredentialOf(const Principal& who) {
+  if (who.token_id > 0) {
+    return AgentCredential{AgentCredential::Kind::kEnrollmentToken, who.tenant_id, who.token_id};
+  }
+  if (who.key_id > 0) {
+    return AgentCredential{AgentCredential::Kind::kApiKey, who.tenant_id, who.key_id};
+  }
+  return std::nullopt;
+}
+
+const char* RevokedMessage(AgentCredential::Kind kind) {
+  return kind == AgentCredential::Kind::kEnrollmentToken ? "enrollment token revoked"
+                                                         : "API key revoked";
+}
+
 absl::StatusOr<std::string> ParseBearer(std::string_view header) {
   absl::string_view h = absl::StripAsciiWhitespace(absl::string_view(header.data(), header.size()));
   if (h.empty()) return absl::UnauthenticatedError("missing API key (authorization: Bearer <key>)");
@@ -64,8 +79,10 @@ absl::StatusOr<std::string> Authorize(const Principal& who, std::string_view req
 absl::StatusOr<Principal> Authenticator::Authenticate(const std::string& key) {
   const std::string hash = Sha256Hex(key);
   const absl::Time now = absl::Now();
+  uint64_t generation;
   {
     absl::MutexLock lock(&mu_);
+    generation = generation_;
     auto it = cache_.find(hash);
     if (it != cache_.end() && it->second.expires > now &&
         ConstantTimeEquals(it->second.key_hash, hash)) {
@@ -91,6 +108,7 @@ absl::StatusOr<Principal> Authenticator::Authenticate(const std::string& key) {
   if (!role.ok()) return absl::UnauthenticatedError("API key has an unknown role");
   p.role = *role;
   absl::MutexLock lock(&mu_);
+  if (generation != generation_) return p;  // revoked meanwhile, perhaps: do not cache
   if (cache_.size() > 100000) cache_.clear();  // Bound memory against floods of distinct keys.
   cache_[hash] = Entry{p, hash, now + cache_ttl_};
   return p;
@@ -99,8 +117,10 @@ absl::StatusOr<Principal> Authenticator::Authenticate(const std::string& key) {
 absl::StatusOr<Principal> Authenticator::AuthenticateAgent(const std::string& secret) {
   const std::string hash = Sha256Hex(secret);
   const absl::Time now = absl::Now();
+  uint64_t generation;
   {
     absl::MutexLock lock(&mu_);
+    generation = generation_;
     auto it = token_cache_.find(hash);
     if (it != token_cache_.end() && it->second.expires > now &&
         ConstantTimeEquals(it->second.key_hash, hash)) {
@@ -138,6 +158,7 @@ absl::StatusOr<Principal> Authenticator::AuthenticateAgent(const std::string& se
     who = *key;
   }
   absl::MutexLock lock(&mu_);
+  if (generation != generation_) return *who;
   if (token_cache_.size() > 100000) token_cache_.clear();
   token_cache_[hash] = Entry{*who, hash, now + cache_ttl_};
   return *who;
@@ -145,8 +166,22 @@ absl::StatusOr<Principal> Authenticator::AuthenticateAgent(const std::string& se
 
 void Authenticator::InvalidateAll() {
   absl::MutexLock lock(&mu_);
+  ++generation_;
   cache_.clear();
   token_cache_.clear();
+}
+
+void Authenticator::Forget(const AgentCredential& c) {
+  // A linear pass: revocations are rare and the caches are bounded, so no reverse index is kept.
+  const bool token = c.kind == AgentCredential::Kind::kEnrollmentToken;
+  auto matches = [&](const Entry& e) {
+    return e.principal.tenant_id == c.tenant_id &&
+           (token ? e.principal.token_id == c.id : e.principal.key_id == c.id);
+  };
+  absl::MutexLock lock(&mu_);
+  ++generation_;
+  absl::erase_if(cache_, [&](const auto& kv) { return matches(kv.second); });
+  absl::erase_if(token_cache_, [&](const auto& kv) { return matches(kv.second); });
 }
 
 }  // namespace flexgate::cp

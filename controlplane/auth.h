@@ -9,7 +9,9 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -39,6 +41,28 @@ struct Principal {
   int64_t token_id = 0;
 };
 
+// The credential an agent stream was opened with: an enrollment token, or (for agents set up
+// before tokens existed) an admin API key of tenant "default". Revoking it ends the stream
+// (revocation_enforcer.h).
+struct AgentCredential {
+  enum class Kind : uint8_t { kEnrollmentToken, kApiKey };
+  Kind kind = Kind::kEnrollmentToken;
+  int64_t tenant_id = 0;
+  int64_t id = 0;  // token_id or key_id
+
+  bool operator==(const AgentCredential&) const = default;
+  template <typename H>
+  friend H AbslHashValue(H h, const AgentCredential& c) {
+    return H::combine(std::move(h), c.kind, c.tenant_id, c.id);
+  }
+};
+
+// The credential `who` authenticated with (nullopt for a principal with neither a token nor a
+// key, which Authenticator never returns).
+std::optional<AgentCredential> CredentialOf(const Principal& who);
+// "enrollment token revoked" or "API key revoked": what a stream ended by a revocation is told.
+const char* RevokedMessage(AgentCredential::Kind kind);
+
 // What a call does to a tenant's data.
 enum class Access { kRead, kWrite, kAdmin };
 
@@ -53,10 +77,13 @@ absl::StatusOr<std::string> Authorize(const Principal& who, std::string_view req
                                       Access access);
 
 // Looks keys up in the database, caching results briefly so a burst of calls (or thousands of
-// agents reconnecting) does not cost one query each. Thread-safe. Blocking (database).
+// agents reconnecting) does not cost one query each. A revocation evicts its credential at once
+// on every replica (Forget, called on the revoking replica and on a revocation notification
+// elsewhere); `cache_ttl` bounds the rest. Thread-safe. Blocking (database).
 class Authenticator {
  public:
-  // `cache_ttl` bounds how long a revoked key keeps working on this replica.
+  // `cache_ttl` bounds how long a revoked key keeps working on a replica that missed the
+  // revocation notification.
   Authenticator(PgPool* pool, absl::Duration cache_ttl = absl::Seconds(5))
       : pool_(pool), cache_ttl_(cache_ttl) {}
 
@@ -69,9 +96,12 @@ class Authenticator {
   // API key -> PERMISSION_DENIED; unknown or revoked -> UNAUTHENTICATED.
   absl::StatusOr<Principal> AuthenticateAgent(const std::string& secret);
 
-  // Forgets every cached result, so a revocation takes effect on this replica at once. Other
-  // replicas notice within `cache_ttl`.
+  // Forgets every cached result.
   void InvalidateAll();
+  // Forgets the cached results of one revoked credential (as an operator key and as an agent's
+  // credential), so it is refused on this replica at once. A lookup that was already reading the
+  // database when this ran does not cache what it read (see generation_).
+  void Forget(const AgentCredential& credential);
 
  private:
   struct Entry {
@@ -84,6 +114,10 @@ class Authenticator {
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, Entry> cache_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, Entry> token_cache_ ABSL_GUARDED_BY(mu_);
+  // Bumped by every invalidation. A lookup caches its result only if no invalidation happened
+  // while it read the database, so a revocation racing a lookup cannot leave the revoked
+  // credential cached for a whole TTL.
+  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace flexgate::cp

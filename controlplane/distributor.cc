@@ -5,24 +5,31 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <optional>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/log.h"
+#include "controlplane/access_store.h"
 
 namespace flexgate::cp {
 
-Distributor::Distributor(std::string database_url, ConfigStore* store, CpMetrics* metrics)
-    : database_url_(std::move(database_url)), store_(store), metrics_(metrics) {}
+Distributor::Distributor(std::string database_url, ConfigStore* store, CpMetrics* metrics,
+                         ListenerObserver* observer)
+    : database_url_(std::move(database_url)),
+      store_(store),
+      metrics_(metrics),
+      observer_(observer) {}
 
 Distributor::~Distributor() { Stop(); }
 
 absl::Status Distributor::ConnectListener() {
   auto conn = PgConn::Connect(database_url_);
   if (!conn.ok()) return conn.status();
-  absl::Status s = (*conn)->ExecScript(absl::StrCat("LISTEN ", kConfigChannel));
+  absl::Status s = (*conn)->ExecScript(
+      absl::StrCat("LISTEN ", kConfigChannel, "; LISTEN ", kRevocationChannel));
   if (!s.ok()) return s;
   listen_conn_ = std::move(conn).value();
   listening_.store(true, std::memory_order_relaxed);
@@ -76,6 +83,7 @@ void Distributor::ListenLoop() {
         live_known_.clear();
       }
       ReloadAll();
+      if (observer_ != nullptr) observer_->OnListenerReconnected();
     }
     pollfd fds[2] = {{PQsocket(listen_conn_->raw()), POLLIN, 0}, {wake_fd_, POLLIN, 0}};
     int n = poll(fds, 2, 1000);
@@ -90,7 +98,13 @@ void Distributor::ListenLoop() {
     }
     while (PGnotify* note = PQnotifies(listen_conn_->raw())) {
       std::string payload = note->extra == nullptr ? "" : note->extra;
+      const bool revocation =
+          note->relname != nullptr && std::strcmp(note->relname, kRevocationChannel) == 0;
       PQfreemem(note);
+      if (revocation) {
+        if (observer_ != nullptr) observer_->OnRevocationNotice(payload);
+        continue;
+      }
       metrics_->notifications.Increment();
       std::pair<std::string, std::string> parts = absl::StrSplit(payload, absl::MaxSplits(':', 1));
       int64_t tenant = 0;

@@ -9,6 +9,10 @@
 // When the LISTEN connection is lost, it reconnects with backoff and then reloads the live
 // version of every tenant with connected streams, so notifications missed meanwhile are not lost.
 //
+// The same connection LISTENs on kRevocationChannel (access_store.h) and hands those payloads,
+// and each reconnect, to a ListenerObserver (the RevocationEnforcer), so revocations need no
+// second connection per replica.
+//
 // Thread-safety: all public methods are thread-safe. Lock order: Distributor::mu_ is never held
 // while calling into a sink (sinks take their own locks and may call back into Unregister).
 #pragma once
@@ -25,6 +29,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "controlplane/metrics.h"
 #include "controlplane/snapshot_encoding.h"
@@ -42,9 +47,22 @@ class SnapshotSink {
   virtual void Close() = 0;
 };
 
+// What the LISTEN connection reports besides config versions. Called on the listener thread:
+// must not block for long (no database calls).
+class ListenerObserver {
+ public:
+  virtual ~ListenerObserver() = default;
+  // A notification on kRevocationChannel.
+  virtual void OnRevocationNotice(absl::string_view payload) = 0;
+  // The LISTEN connection was re-established: notifications sent while it was down are lost.
+  virtual void OnListenerReconnected() = 0;
+};
+
 class Distributor {
  public:
-  Distributor(std::string database_url, ConfigStore* store, CpMetrics* metrics);
+  // `observer` (may be null) must outlive the listener thread (Stop).
+  Distributor(std::string database_url, ConfigStore* store, CpMetrics* metrics,
+              ListenerObserver* observer = nullptr);
   ~Distributor();  // Stops the listener.
   Distributor(const Distributor&) = delete;
   Distributor& operator=(const Distributor&) = delete;
@@ -84,6 +102,7 @@ class Distributor {
   const std::string database_url_;
   ConfigStore* const store_;
   CpMetrics* const metrics_;
+  ListenerObserver* const observer_;
 
   mutable absl::Mutex mu_;
   absl::flat_hash_map<int64_t, std::vector<std::shared_ptr<SnapshotSink>>> sinks_

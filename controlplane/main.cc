@@ -35,6 +35,9 @@ constexpr char kUsage[] =
     "  --shutdown-grace SECONDS time in-flight RPCs get on SIGTERM (default 5)\n"
     "  --agent-stale-after SECONDS  an agent silent this long (no heartbeat) is shown as\n"
     "                           stale by FleetService (default 30)\n"
+    "  --revocation-check-interval SECONDS  how often open agent streams' tokens are\n"
+    "                           re-checked for revocations this replica was not told of\n"
+    "                           (default 5; 0 = only after a lost database connection)\n"
     "  --replica-id ID          this replica's name in the fleet view (default HOST:PORT)\n"
     "  --tls-cert-file FILE     serve gRPC over TLS with this PEM certificate chain\n"
     "  --tls-key-file FILE      ... and this PEM private key (both or neither; default plaintext)\n"
@@ -104,6 +107,11 @@ int main(int argc, char** argv) {
     } else if (arg == "--agent-stale-after") {
       if (!as_int(&n) || n < 1) return UsageError("--agent-stale-after must be a positive number of seconds");
       options.agent_stale_after = absl::Seconds(n);
+    } else if (arg == "--revocation-check-interval") {
+      if (!as_int(&n)) {
+        return UsageError("--revocation-check-interval must be a number of seconds");
+      }
+      options.revocation_check_interval = absl::Seconds(n);
     } else if (arg == "--replica-id") {
       options.replica_id = value;
     } else if (arg == "--tls-cert-file") {

@@ -39,6 +39,13 @@ CpMetrics::CpMetrics()
                                "New-version notifications received from PostgreSQL")),
       listener_reconnects(NewCounter(*registry_, "flexgate_cp_listener_reconnects_total",
                                      "Reconnects of the LISTEN connection")),
+      revoked_streams(NewCounter(*registry_, "flexgate_cp_revoked_streams_total",
+                                 "Agent streams ended because their credential was revoked")),
+      revocation_notifications(
+          NewCounter(*registry_, "flexgate_cp_revocation_notifications_total",
+                     "Revocation notifications received from PostgreSQL")),
+      revocation_checks(NewCounter(*registry_, "flexgate_cp_revocation_checks_total",
+                                   "Re-checks of open agent streams' credentials")),
       db_event_batches(NewCounter(*registry_, "flexgate_cp_db_event_batches_total",
                                   "Batches of agent-stream events written to PostgreSQL")),
       convergence_seconds(

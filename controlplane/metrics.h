@@ -35,6 +35,11 @@ class CpMetrics {
   prometheus::Counter& late_replies;
   prometheus::Counter& notifications;      // flexgate_config notifications received
   prometheus::Counter& listener_reconnects;
+  // Agent streams ended because the credential they were opened with was revoked.
+  prometheus::Counter& revoked_streams;
+  prometheus::Counter& revocation_notifications;  // flexgate_revocation notifications received
+  // Re-checks of the open streams' credentials against the database (one query each).
+  prometheus::Counter& revocation_checks;
   // Batched writes of agent-stream events (db_workers.h): one per drained batch.
   prometheus::Counter& db_event_batches;
   // Commit of a version -> an agent's first ACK of it, in seconds, for ACKs this replica

@@ -27,6 +27,7 @@
 #include "controlplane/metrics.h"
 #include "controlplane/migrations.h"
 #include "controlplane/pg.h"
+#include "controlplane/revocation_enforcer.h"
 #include "controlplane/server_tls.h"
 #include "controlplane/store.h"
 
@@ -42,6 +43,7 @@ struct CpServer::Impl {
   std::unique_ptr<AccessStore> access;
   std::unique_ptr<Authenticator> auth;
   std::unique_ptr<FleetStore> fleet;
+  std::unique_ptr<RevocationEnforcer> revocations;
   std::unique_ptr<Distributor> distributor;
   std::unique_ptr<DbWorkers> workers;
   std::unique_ptr<grpc::Service> config_service;
@@ -160,17 +162,22 @@ absl::StatusOr<std::unique_ptr<CpServer>> CpServer::Start(const CpOptions& optio
   }
   m.migrated.store(true);
 
-  m.distributor = std::make_unique<Distributor>(options.database_url, m.store.get(), &m.metrics);
+  m.revocations = std::make_unique<RevocationEnforcer>(m.access.get(), m.auth.get(), &m.metrics,
+                                                       options.revocation_check_interval);
+  m.revocations->Start();
+  m.distributor = std::make_unique<Distributor>(options.database_url, m.store.get(), &m.metrics,
+                                                m.revocations.get());
   s = m.distributor->Start();
   if (!s.ok()) return s;
   m.workers = std::make_unique<DbWorkers>(m.store.get(), &m.metrics, options.db_workers);
 
   m.config_service = CreateConfigService(
       {m.store.get(), m.auth.get(), &m.metrics, m.access.get(), m.fleet.get()});
-  m.access_services = CreateAccessServices({m.access.get(), m.auth.get()});
+  m.access_services =
+      CreateAccessServices({m.access.get(), m.auth.get(), m.revocations.get()});
   m.fleet_service = CreateFleetService({m.fleet.get(), m.auth.get()});
   m.agent_service = CreateAgentService({m.store.get(), m.auth.get(), m.distributor.get(),
-                                        m.workers.get(), &m.metrics,
+                                        m.workers.get(), &m.metrics, m.revocations.get(),
                                         DefaultReplicaId(options.replica_id, options.listen)});
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -249,6 +256,7 @@ void CpServer::Shutdown() {
     m.grpc_server->Wait();
   }
   if (m.distributor) m.distributor->Stop();
+  if (m.revocations) m.revocations->Stop();
   if (m.workers) {
     // A short floor, so the disconnects of a quick shutdown are still written.
     m.workers->Shutdown(std::max(deadline, absl::Now() + absl::Milliseconds(500)));

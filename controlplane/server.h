@@ -28,6 +28,10 @@ struct CpOptions {
   // FleetService: an agent marked connected that has sent nothing (heartbeats included) for
   // this long is STALE. Three default heartbeat intervals.
   absl::Duration agent_stale_after = absl::Seconds(30);
+  // How often the credentials of the open agent streams are re-checked against the database, in
+  // case a revocation notification was missed (it is also done whenever the LISTEN connection
+  // comes back). Zero = only then. One query per check, whatever the number of streams.
+  absl::Duration revocation_check_interval = absl::Seconds(5);
   // Recorded with each agent stream and ACK, so operators see which replica an agent is on.
   // "" = "<hostname>:<grpc port>".
   std::string replica_id;

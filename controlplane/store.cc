@@ -319,18 +319,8 @@ absl::StatusOr<uint64_t> ConfigStore::AgentConnected(const AgentHelloRecord& h) 
   return static_cast<uint64_t>(r->GetInt64(0, 0));
 }
 
-absl::Status ConfigStore::AgentHeartbeat(int64_t tenant_id, const std::string& agent_id,
-                                         uint64_t applied_version,
-                                         const std::string& applied_hash, bool healthy) {
-  auto conn = pool_->Acquire();
-  if (!conn.ok()) return conn.status();
-  return (*conn)
-      ->Exec(
-          "UPDATE agents SET last_seen = now(), applied_version = $3, applied_hash = $4, "
-          "  healthy = $5 WHERE tenant_id = $1 AND agent_id = $2",
-          {PgParam::Int(tenant_id), PgParam::Text(agent_id), PgParam::Uint(applied_version),
-           PgParam::Text(applied_hash), PgParam::Bool(healthy)})
-      .status();
+absl::Status ConfigStore::AgentHeartbeat(const AgentHeartbeatRecord& beat) {
+  return AgentsHeartbeat({&beat});
 }
 
 absl::StatusOr<std::optional<double>> ConfigStore::AgentAcked(const AgentAckRecord& a) {
@@ -514,23 +504,32 @@ absl::StatusOr<std::vector<double>> ConfigStore::AgentsAcked(
 
 absl::Status ConfigStore::AgentsHeartbeat(const std::vector<const AgentHeartbeatRecord*>& beats) {
   if (beats.empty()) return absl::OkStatus();
-  ArrayLiteral tenant, agent, version, hash, healthy;
+  ArrayLiteral tenant, agent, version, hash, healthy, session;
   for (const AgentHeartbeatRecord* b : beats) {
     tenant.Add(b->tenant_id);
     agent.Add(b->agent_id);
     version.Add(b->applied_version);
     hash.Add(b->applied_hash);
     healthy.Add(b->healthy);
+    session.Add(b->session_id);
   }
   auto conn = pool_->Acquire();
   if (!conn.ok()) return conn.status();
+  // The ACK owns what was applied and when (applied_version, applied_at, apply_duration_ms). A
+  // heartbeat refreshes last_seen, health and the hash the agent reports (another hash for the
+  // same version is drift); it writes applied_version only when it reports a version other than
+  // the one recorded (the assignment is a no-op otherwise), so FleetService shows what the agent
+  // says it serves. The session guard keeps a late heartbeat of an agent's old stream (still
+  // queued on one replica after the agent reconnected to another) from overwriting what the new
+  // stream recorded.
   return (*conn)
-      ->Exec("UPDATE agents a SET last_seen = now(), applied_version = u.v, "
-             "  applied_hash = u.h, healthy = u.ok "
-             "FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::boolean[]) "
-             "  AS u(t, id, v, h, ok) "
-             "WHERE a.tenant_id = u.t AND a.agent_id = u.id",
-             {tenant.Param(), agent.Param(), version.Param(), hash.Param(), healthy.Param()})
+      ->Exec("UPDATE agents a SET last_seen = now(), healthy = u.ok, applied_hash = u.h, "
+             "  applied_version = u.v "
+             "FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::boolean[], "
+             "  $6::text[]) AS u(t, id, v, h, ok, s) "
+             "WHERE a.tenant_id = u.t AND a.agent_id = u.id AND a.session_id = u.s",
+             {tenant.Param(), agent.Param(), version.Param(), hash.Param(), healthy.Param(),
+              session.Param()})
       .status();
 }
 

@@ -107,6 +107,8 @@ struct AgentHeartbeatRecord {
   uint64_t applied_version = 0;
   std::string applied_hash;
   bool healthy = true;
+  // The stream it came on: a heartbeat of a stream the agent has since replaced is ignored.
+  std::string session_id;
 };
 
 struct AgentDisconnectRecord {
@@ -148,9 +150,10 @@ class ConfigStore {
   // Agent stream events. AgentConnected upserts the agent as connected and returns the last
   // version it NACKed (0 = none), which must not be sent to it again.
   absl::StatusOr<uint64_t> AgentConnected(const AgentHelloRecord& hello);
-  absl::Status AgentHeartbeat(int64_t tenant_id, const std::string& agent_id,
-                              uint64_t applied_version, const std::string& applied_hash,
-                              bool healthy);
+  // Refreshes last_seen, health and the reported hash of the agent's current stream. The ACK
+  // owns the applied version and its time: a heartbeat changes the version only when it reports
+  // another one than recorded, and never applied_at (see AgentsHeartbeat).
+  absl::Status AgentHeartbeat(const AgentHeartbeatRecord& beat);
   // Records the ACK on the agent and, for the agent's first ACK of that version, in
   // agent_version_acks. Returns the commit -> ACK time in seconds of a first ACK (nullopt for a
   // repeated one), for the convergence histogram.

@@ -321,6 +321,59 @@ TEST_CASE("An agent that stops sending is shown stale and a heartbeat brings it 
   CHECK(cp.AwaitState("quiet", State::IN_SYNC));
 }
 
+// The ACK owns what the agent applied; a heartbeat refreshes what it reports, and one that comes
+// late on a stream the agent has already replaced (the agent reconnected, and its old stream's
+// events were still queued) changes nothing.
+TEST_CASE("A heartbeat of a replaced stream does not overwrite what the new stream recorded") {
+  const std::string url = FreshDatabase("cp_fleet");
+  Cp cp(url);
+  const v1::ApplyResponse v1r = cp.Apply(MakeConfig(8081));
+  FakeAgent old_stream(cp, "twice", "a");
+  v1::Snapshot s1 = old_stream.Next();
+  old_stream.Ack(s1);
+  CHECK(cp.AwaitState("twice", State::IN_SYNC));
+
+  // The agent reconnects (the old stream is not yet torn down) and moves on to version 2.
+  FakeAgent new_stream(cp, "twice", "a");
+  v1::Snapshot again = new_stream.Next();  // its Hello reported nothing applied
+  REQUIRE(again.version() == 1);
+  new_stream.Ack(again);
+  const v1::ApplyResponse v2r = cp.Apply(MakeConfig(8082));
+  v1::Snapshot s2 = new_stream.Next();
+  REQUIRE(s2.version() == 2);
+  new_stream.Ack(s2);
+  CHECK(WaitFor([&] { return cp.Agent("twice").applied_version() == 2; }, absl::Seconds(10)));
+  const v1::FleetAgent acked = cp.Agent("twice");
+  CHECK(acked.state() == State::IN_SYNC);
+
+  // The old stream still reports version 1. Written (the batch counter moves), and ignored.
+  auto batches = [&] {
+    return flexgate::testing::CpMetric(cp.admin_port, "flexgate_cp_db_event_batches_total");
+  };
+  const double before = batches();
+  old_stream.Heartbeat(1, v1r.hash());
+  CHECK(WaitFor([&] { return batches() > before; }, absl::Seconds(10)));
+  v1::FleetAgent after = cp.Agent("twice");
+  CHECK(after.applied_version() == 2);
+  CHECK(after.applied_hash() == v2r.hash());
+  CHECK(after.state() == State::IN_SYNC);
+
+  // The current stream's heartbeat for the same version keeps the ACK's time and duration.
+  new_stream.Heartbeat(2, v2r.hash());
+  CHECK(WaitFor(
+      [&] {
+        return TimeUtil::TimestampToNanoseconds(cp.Agent("twice").last_seen()) >
+               TimeUtil::TimestampToNanoseconds(after.last_seen());
+      },
+      absl::Seconds(10)));
+  v1::FleetAgent beat = cp.Agent("twice");
+  CHECK(beat.state() == State::IN_SYNC);
+  CHECK(TimeUtil::TimestampToNanoseconds(beat.applied_at()) ==
+        TimeUtil::TimestampToNanoseconds(acked.applied_at()));
+  CHECK(TimeUtil::DurationToMilliseconds(beat.last_apply_duration()) ==
+        absl::ToInt64Milliseconds(flexgate::testing::kFakeApplyDuration));
+}
+
 // The agent answers each snapshot only after the next one has arrived, as a busy agent does
 // when versions are applied every few milliseconds: the ACK of n then carries n's nonce, which
 // is no longer the current one. It must still count for n (acked agents, convergence), never

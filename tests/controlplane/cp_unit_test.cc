@@ -1,5 +1,6 @@
-// Unit tests of the control plane's pure parts: API-key parsing and authorization, the per-stream
-// distribution state machine, migration ordering, encode-once snapshot framing, page tokens.
+// Unit tests of the control plane's pure parts: API-key parsing and authorization, revocation
+// payloads and the revocation index, the per-stream distribution state machine, migration
+// ordering, encode-once snapshot framing, page tokens.
 #include <catch2/catch.hpp>
 
 #include <map>
@@ -8,18 +9,94 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/canonical.h"
+#include "controlplane/access_store.h"
 #include "controlplane/agent_stream_state.h"
 #include "controlplane/auth.h"
 #include "controlplane/diff_proto.h"
 #include "controlplane/fleet_service.h"
 #include "controlplane/fleet_store.h"
 #include "controlplane/config_service.h"
+#include "controlplane/metrics.h"
 #include "controlplane/migrations.h"
+#include "controlplane/revocation_enforcer.h"
 #include "controlplane/snapshot_encoding.h"
 #include "flexgate/v1/agent.pb.h"
 
 namespace flexgate::cp {
 namespace {
+
+TEST_CASE("Revocation payloads round-trip and malformed ones are refused") {
+  using Kind = AgentCredential::Kind;
+  for (const AgentCredential& c : {AgentCredential{Kind::kEnrollmentToken, 3, 17},
+                                   AgentCredential{Kind::kApiKey, 1, 9000000000}}) {
+    INFO(RevocationPayload(c));
+    REQUIRE(ParseRevocationPayload(RevocationPayload(c)).has_value());
+    CHECK(*ParseRevocationPayload(RevocationPayload(c)) == c);
+  }
+  CHECK(RevocationPayload({Kind::kEnrollmentToken, 3, 17}) == "token:3:17");
+  for (const char* bad : {"", "token", "token:1", "token:1:2:3", "tokens:1:2", "key:x:2",
+                          "key:1:", "key:0:5", "token:2:-1", "1:7"}) {
+    INFO("payload: \"" << bad << "\"");
+    CHECK_FALSE(ParseRevocationPayload(bad).has_value());
+  }
+  Principal token_agent;
+  token_agent.tenant_id = 4;
+  token_agent.token_id = 8;
+  CHECK(CredentialOf(token_agent) == AgentCredential{Kind::kEnrollmentToken, 4, 8});
+  Principal key_agent{/*key_id=*/5, /*tenant_id=*/1, "default", Role::kAdmin};
+  CHECK(CredentialOf(key_agent) == AgentCredential{Kind::kApiKey, 1, 5});
+  CHECK_FALSE(CredentialOf(Principal{}).has_value());
+}
+
+// Stands in for an agent stream: records how it was ended.
+struct RecordingStream : RevocableStream {
+  void EndRevoked(AgentCredential::Kind kind) override { ended.push_back(kind); }
+  std::vector<AgentCredential::Kind> ended;
+};
+
+TEST_CASE("RevocationEnforcer ends only the streams of a revoked credential and refuses it afterwards") {
+  using Kind = AgentCredential::Kind;
+  CpMetrics metrics;
+  // Neither is touched without a database call: Forget only edits the cache, and no check runs.
+  Authenticator auth(nullptr);
+  RevocationEnforcer enforcer(nullptr, &auth, &metrics, absl::ZeroDuration());
+  const AgentCredential leaked{Kind::kEnrollmentToken, 2, 10};
+  const AgentCredential other_token{Kind::kEnrollmentToken, 2, 11};
+  const AgentCredential same_id_key{Kind::kApiKey, 2, 10};
+  auto a = std::make_shared<RecordingStream>();
+  auto b = std::make_shared<RecordingStream>();
+  auto c = std::make_shared<RecordingStream>();
+  auto d = std::make_shared<RecordingStream>();
+  REQUIRE(enforcer.Add(leaked, a));
+  REQUIRE(enforcer.Add(leaked, b));
+  REQUIRE(enforcer.Add(other_token, c));
+  REQUIRE(enforcer.Add(same_id_key, d));
+  enforcer.Remove(leaked, b.get());  // b ended on its own before the revocation
+  CHECK(enforcer.stream_count() == 3);
+
+  enforcer.OnRevocationNotice(RevocationPayload(leaked));
+  CHECK(a->ended == std::vector<Kind>{Kind::kEnrollmentToken});
+  CHECK(b->ended.empty());
+  CHECK(c->ended.empty());
+  CHECK(d->ended.empty());
+  CHECK(enforcer.stream_count() == 2);
+  // A Hello that authenticated just before the notification is refused when it registers.
+  auto late = std::make_shared<RecordingStream>();
+  CHECK_FALSE(enforcer.Add(leaked, late));
+  CHECK(enforcer.stream_count() == 2);
+  // A second notice (every replica hears its own) changes nothing; garbage is ignored.
+  enforcer.Revoked(leaked);
+  enforcer.OnRevocationNotice("token:oops");
+  CHECK(a->ended.size() == 1);
+  CHECK(metrics.revoked_streams.Value() == 1);
+  CHECK(metrics.revocation_notifications.Value() == 2);
+
+  enforcer.Revoked(same_id_key);
+  CHECK(d->ended == std::vector<Kind>{Kind::kApiKey});
+  CHECK(c->ended.empty());
+  enforcer.Remove(other_token, c.get());
+  CHECK(enforcer.stream_count() == 0);
+}
 
 TEST_CASE("ParseBearer accepts the Bearer scheme and refuses everything else") {
   CHECK(ParseBearer("Bearer abc123").value() == "abc123");
