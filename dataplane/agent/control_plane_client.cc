@@ -145,7 +145,16 @@ class ControlPlaneClient::Impl {
       ServeStream(stream.get());
     }
 
-    context.TryCancel();
+    bool server_ended = false;
+    {
+      absl::MutexLock lock(&mu_);
+      server_ended = stream_ended_;
+    }
+    // When the server ended the stream (a refusal, a revoked token, a restart), its status is
+    // what Finish() reports and what the log should say; cancelling first would replace it
+    // with CANCELLED. Otherwise (Stop, a failed write) the call is cancelled so that the reader
+    // thread's blocking Read returns.
+    if (!server_ended) context.TryCancel();
     if (reader.joinable()) reader.join();
     grpc::Status status = stream->Finish();
     {
