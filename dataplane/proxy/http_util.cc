@@ -75,6 +75,8 @@ bool TokenListContains(std::string_view list, std::string_view token) {
 }
 
 bool NamesOnlyHopByHopHeaders(std::string_view list) {
+  // The most common value, without tokenizing.
+  if (HeaderNameEquals(list, "keep-alive")) return true;
   bool any = false, only = true;
   ForEachToken(list, [&](std::string_view t) {
     any = true;
@@ -121,6 +123,12 @@ std::string_view ReasonPhrase(int status) {
 }
 
 void AppendDecimal(std::string& out, uint64_t v) {
+  if (v >= 100 && v <= 999) {  // status codes
+    const char digits[3] = {static_cast<char>('0' + v / 100), static_cast<char>('0' + v / 10 % 10),
+                            static_cast<char>('0' + v % 10)};
+    out.append(digits, 3);
+    return;
+  }
   char buf[24];
   char* p = buf + sizeof(buf);
   do {
