@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 
@@ -118,7 +119,27 @@ int ConnectProxy(uint16_t port) {
   a.sin_family = AF_INET;
   a.sin_port = htons(port);
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  Check(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0, "connect to proxy");
+  int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  if (rc != 0 && errno == EINTR) {
+    // libFuzzer's timeout alarm interrupted a connect that was waiting (a SYN retransmit): the
+    // connect goes on in the kernel, so wait for it instead of calling connect again.
+    absl::Time deadline = absl::Now() + absl::Seconds(10);
+    pollfd p{fd, POLLOUT, 0};
+    int ready = 0;
+    while (ready <= 0 && absl::Now() < deadline) {
+      ready = ::poll(&p, 1, 100);
+      if (ready < 0 && errno != EINTR) break;
+    }
+    int err = ETIMEDOUT;
+    socklen_t len = sizeof(err);
+    if (ready > 0) ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    rc = err == 0 ? 0 : -1;
+    errno = err;
+  }
+  if (rc != 0) {
+    std::fprintf(stderr, "connect to the proxy failed: %s\n", std::strerror(errno));
+    Check(false, "connect to proxy");
+  }
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   return fd;
