@@ -48,15 +48,7 @@ struct Cp : CpProcess {
     return o;
   }
 
-  v1::ApplyResponse Apply(const v1::Config& cfg) {
-    v1::ApplyRequest req;
-    *req.mutable_config() = cfg;
-    v1::ApplyResponse resp;
-    grpc::Status s = config->Apply(Ctx(kOperatorKey).get(), req, &resp);
-    INFO(s.error_message());
-    REQUIRE(s.ok());
-    return resp;
-  }
+  v1::ApplyResponse Apply(const v1::Config& cfg) { return CpProcess::Apply(cfg, kOperatorKey); }
 
   v1::ListAgentsResponse List(v1::ListAgentsRequest req = {},
                               const std::string& key = kOperatorKey) {

@@ -82,6 +82,17 @@ bool CpProcess::Stop() {
   return proc->Terminate().success();
 }
 
+flexgate::v1::ApplyResponse CpProcess::Apply(const flexgate::v1::Config& cfg,
+                                             const std::string& key) {
+  flexgate::v1::ApplyRequest req;
+  *req.mutable_config() = cfg;
+  flexgate::v1::ApplyResponse resp;
+  grpc::Status s = config->Apply(Ctx(key).get(), req, &resp);
+  INFO(s.error_message());
+  REQUIRE(s.ok());
+  return resp;
+}
+
 std::string CpProcess::address() const { return absl::StrCat("127.0.0.1:", grpc_port); }
 
 std::unique_ptr<grpc::ClientContext> CpProcess::Ctx(const std::string& key,

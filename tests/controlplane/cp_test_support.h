@@ -103,6 +103,9 @@ class CpProcess {
   static std::unique_ptr<grpc::ClientContext> Ctx(const std::string& key,
                                                   const std::string& request_id = "");
 
+  // ConfigService.Apply of `cfg` with `key`; REQUIREs success.
+  flexgate::v1::ApplyResponse Apply(const flexgate::v1::Config& cfg, const std::string& key);
+
   // Closes the channel and sends SIGTERM; true when the process then exited 0.
   bool Stop();
 

@@ -37,12 +37,10 @@ CommandResult Run(std::vector<std::string> args, std::vector<std::pair<std::stri
 }
 
 uint16_t PortFromLog(Process& p, const std::string& msg) {
-  auto port = p.WaitForLogMatch("\"msg\":\"" + msg + "\".*\"port\":(\\d+)", absl::Seconds(10));
+  absl::StatusOr<uint16_t> port = p.WaitForLogPort(msg, absl::Seconds(10));
   INFO(p.LogTail());
   REQUIRE(port.ok());
-  uint32_t n = 0;
-  REQUIRE(absl::SimpleAtoi(*port, &n));
-  return static_cast<uint16_t>(n);
+  return *port;
 }
 
 TEST_CASE("bad flags exit 2 with a message naming the flag") {

@@ -83,12 +83,10 @@ std::string BootstrapYaml(const RotatingCertificate& certs) {
 }
 
 uint16_t PortFromLog(Process& p, const std::string& msg) {
-  auto port = p.WaitForLogMatch("\"msg\":\"" + msg + "\".*\"port\":(\\d+)", absl::Seconds(10));
+  absl::StatusOr<uint16_t> port = p.WaitForLogPort(msg, absl::Seconds(10));
   INFO(p.LogTail());
   REQUIRE(port.ok());
-  uint32_t n = 0;
-  REQUIRE(absl::SimpleAtoi(*port, &n));
-  return static_cast<uint16_t>(n);
+  return *port;
 }
 
 // Lines of the agent's log that match `pattern` (RE2, searched in each line).

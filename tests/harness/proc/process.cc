@@ -16,6 +16,7 @@
 #include <map>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "re2/re2.h"
@@ -301,6 +302,18 @@ std::string Process::ReadLog() const {
 std::string Process::ReadStderr() const {
   auto s = ReadFileToString(stderr_path_);
   return s.ok() ? *s : std::string();
+}
+
+absl::StatusOr<uint16_t> Process::WaitForLogPort(const std::string& msg,
+                                                 absl::Duration timeout) {
+  absl::StatusOr<std::string> port =
+      WaitForLogMatch("\"msg\":\"" + msg + "\".*\"port\":(\\d+)", timeout);
+  if (!port.ok()) return port.status();
+  uint32_t n = 0;
+  if (!absl::SimpleAtoi(*port, &n) || n == 0 || n > 65535) {
+    return absl::InternalError(absl::StrCat("bad port in log line: ", *port));
+  }
+  return static_cast<uint16_t>(n);
 }
 
 std::string Process::LogTail(size_t max_bytes) const {

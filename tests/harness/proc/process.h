@@ -99,6 +99,10 @@ class Process {
   // group (or the whole match when the pattern has none). Example: R"("grpc_port":(\d+))".
   absl::StatusOr<std::string> WaitForLogMatch(const std::string& pattern, absl::Duration timeout);
 
+  // The port of a FlexGate JSON log line {"msg":"<msg>",...,"port":N} (e.g. "listening",
+  // "admin listening"), waiting for it like WaitForLogMatch.
+  absl::StatusOr<uint16_t> WaitForLogPort(const std::string& msg, absl::Duration timeout);
+
   // The last `max_bytes` of the log, for failure messages.
   std::string LogTail(size_t max_bytes = 4000) const;
 
