@@ -120,6 +120,9 @@ class AgentImpl final : public Agent {
       }
       tls::TlsServerOptions topts;
       topts.certificates = options_.listener_tls[i];
+      if (i < options_.listener_client_ca.size()) {
+        topts.client_ca_file = options_.listener_client_ca[i];
+      }
       auto ctx = tls::TlsServerContext::Create(std::move(topts));
       if (!ctx.ok()) {
         return absl::Status(ctx.status().code(),

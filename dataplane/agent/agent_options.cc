@@ -59,8 +59,13 @@ absl::Status ApplyBootstrap(const flexgate::v1::Bootstrap& b, AgentOptions* o) {
       certs.push_back({{c.server_names().begin(), c.server_names().end()}, c.cert_file(),
                        c.key_file()});
     }
+    if (!l.tls().client_ca_file().empty() && certs.empty()) {
+      return Bad(absl::StrCat("bootstrap: listener \"", l.name(),
+                              "\": client_ca_file needs TLS certificates on the listener"));
+    }
     o->listen_addresses.push_back(l.address());
     o->listener_tls.push_back(std::move(certs));
+    o->listener_client_ca.push_back(l.tls().client_ca_file());
   }
   if (!b.admin_address().empty()) o->admin_address = b.admin_address();
   const auto& cp = b.control_plane();
@@ -191,6 +196,7 @@ absl::StatusOr<AgentOptions> ParseAgentFlags(const std::vector<std::string>& arg
       if (!listen_from_flags) {
         o.listen_addresses.clear();
         o.listener_tls.clear();  // flags describe plain listeners only
+        o.listener_client_ca.clear();
       }
       listen_from_flags = true;
       o.listen_addresses.push_back(value);

@@ -42,6 +42,8 @@ struct AgentOptions {
   // TLS certificates per listen address, by index (an empty or missing entry = plain HTTP).
   // Filled from the bootstrap's listeners; --listen flags replace the listeners and clear it.
   std::vector<std::vector<tls::CertificateSpec>> listener_tls;
+  // Parallel to listener_tls: the client CA file of a mutual-TLS listener, else empty.
+  std::vector<std::string> listener_client_ca;
   std::string admin_address;
   int workers = 0;  // resolved: never 0 after parsing
   std::string config_file;  // static mode when set

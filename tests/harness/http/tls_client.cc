@@ -82,6 +82,13 @@ absl::StatusOr<std::unique_ptr<TlsTestClient>> TlsTestClient::Connect(
     }
     SSL_CTX_set_verify(impl->ctx, SSL_VERIFY_PEER, nullptr);
   }
+  if (!options.cert_file.empty()) {
+    if (SSL_CTX_use_certificate_chain_file(impl->ctx, options.cert_file.c_str()) != 1 ||
+        SSL_CTX_use_PrivateKey_file(impl->ctx, options.key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot load client certificate ", options.cert_file));
+    }
+  }
   impl->ssl = SSL_new(impl->ctx);
   if (impl->ssl == nullptr) return absl::InternalError("SSL_new failed");
   SSL_set_fd(impl->ssl, impl->fd);

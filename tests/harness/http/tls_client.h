@@ -19,6 +19,9 @@ struct TlsTestClientOptions {
   std::string sni;      // server name sent (and verified when verify is on); empty = none
   std::string ca_file;  // trusted CA (PEM); required when verify is on
   bool verify = true;
+  // A client certificate and key (PEM) for servers that require mutual TLS; both or neither.
+  std::string cert_file;
+  std::string key_file;
   absl::Duration timeout = absl::Seconds(10);
 };
 
