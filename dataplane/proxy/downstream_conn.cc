@@ -605,9 +605,9 @@ int DownstreamConn::Dispatch() {
   idempotent_ = IsIdempotent(static_cast<llhttp_method_t>(rq_->parser.method));
   replayable_ = rq_->route->retry.enabled() && idempotent_;
   BuildUpstreamHead(cluster);
-  rq_->request_timeout_ms =
+  const uint64_t timeout_ms =
       rq_->route->timeout_ms != 0 ? rq_->route->timeout_ms : worker_->request_timeout_ms();
-  rq_->request_deadline = worker_->now_ms() + rq_->request_timeout_ms;
+  rq_->request_deadline = worker_->now_ms() + timeout_ms;
   rq_->try_deadline = 0;
   ArmTimer();
   std::string_view why;

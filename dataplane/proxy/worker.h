@@ -371,7 +371,6 @@ struct RequestState {
   uint32_t endpoint = 0;
   uint64_t header_bytes = 0;
   uint64_t body_bytes = 0;
-  uint64_t request_timeout_ms = 0;
   uint64_t request_deadline = 0;  // uv_now() ms
   uint64_t try_deadline = 0;      // uv_now() ms; 0 = no per-try timeout armed
   uint32_t attempts = 0;

@@ -15,14 +15,9 @@
 namespace flexgate::testing {
 namespace {
 
-constexpr absl::Duration kConverge = absl::Seconds(15);
-
 TEST_CASE("The agent restarted while the control plane is down serves its cached version within "
           "a second") {
-  auto started = Stack::Start({.upstreams = 2,
-                               .agent = true,
-                               .agent_workers = 2,
-                               .agent_args = {"--reconnect-max-backoff", "500ms"}});
+  auto started = Stack::Start(RestartableStackOptions());
   REQUIRE(started.ok());
   Stack& stack = **started;
 
@@ -33,12 +28,7 @@ TEST_CASE("The agent restarted while the control plane is down serves its cached
     REQUIRE(cp.Apply(*v1, "v1").ok());
   }
   // ACKed means cached: the agent writes the cache before it ACKs.
-  REQUIRE(WaitFor(
-      [&] {
-        auto writes = GetAgentStat(stack.agent_admin_port(), "agent.cache_writes");
-        return GetReadiness(stack.agent_admin_port()).version == 1 && writes.ok() && *writes >= 1;
-      },
-      kConverge));
+  REQUIRE(AwaitServedAndCached(stack.agent_admin_port(), 1));
 
   REQUIRE(stack.KillCp().ok());
   ExitStatus stopped = stack.StopAgent();

@@ -21,8 +21,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr absl::Duration kConverge = absl::Seconds(15);
-
 // Overwrites every regular file under `dir` with garbage of the same length (at least 64 bytes)
 // and returns how many files it damaged.
 int CorruptEveryFile(const fs::path& dir) {
@@ -39,10 +37,7 @@ int CorruptEveryFile(const fs::path& dir) {
 
 TEST_CASE("A corrupt cache is reported and skipped, and the agent takes its config from the "
           "control plane") {
-  auto started = Stack::Start({.upstreams = 2,
-                               .agent = true,
-                               .agent_workers = 2,
-                               .agent_args = {"--reconnect-max-backoff", "500ms"}});
+  auto started = Stack::Start(RestartableStackOptions());
   REQUIRE(started.ok());
   Stack& stack = **started;
   CpClient cp(stack.cp_address(), stack.admin_key());
@@ -50,12 +45,7 @@ TEST_CASE("A corrupt cache is reported and skipped, and the agent takes its conf
   auto v1 = MarkedConfig(stack.upstream_ports(), "a", "v1");
   REQUIRE(v1.ok());
   REQUIRE(cp.Apply(*v1, "v1").ok());
-  REQUIRE(WaitFor(
-      [&] {
-        auto writes = GetAgentStat(stack.agent_admin_port(), "agent.cache_writes");
-        return GetReadiness(stack.agent_admin_port()).version == 1 && writes.ok() && *writes >= 1;
-      },
-      kConverge));
+  REQUIRE(AwaitServedAndCached(stack.agent_admin_port(), 1));
   // Version 2 is live when the agent comes back, so "from the control plane" is visible as a
   // version the cache never held.
   CHECK(stack.StopAgent().ToString() == "exit 0");

@@ -14,16 +14,9 @@
 namespace flexgate::testing {
 namespace {
 
-constexpr absl::Duration kConverge = absl::Seconds(15);
-
 TEST_CASE("The control plane is killed under load: the agent keeps serving, then reconnects and "
           "converges") {
-  // A short backoff cap so the reconnect after the restart is quick; the default of 30 s is for
-  // fleets, not tests.
-  auto started = Stack::Start({.upstreams = 2,
-                               .agent = true,
-                               .agent_workers = 2,
-                               .agent_args = {"--reconnect-max-backoff", "500ms"}});
+  auto started = Stack::Start(RestartableStackOptions());
   REQUIRE(started.ok());
   Stack& stack = **started;
 

@@ -23,8 +23,6 @@ namespace flexgate::testing {
 namespace {
 
 constexpr int kVersions = 100;
-constexpr absl::Duration kConverge = absl::Seconds(15);
-
 TEST_CASE("100 consecutive versions under load: zero failed requests, every version ACKed") {
   auto started = Stack::Start({.upstreams = 2, .agent = true, .agent_workers = 2});
   REQUIRE(started.ok());

@@ -23,7 +23,6 @@
 namespace flexgate::testing {
 namespace {
 
-constexpr absl::Duration kConverge = absl::Seconds(15);
 constexpr absl::Duration kHeartbeat = absl::Milliseconds(200);
 
 // applied + rejected: every snapshot the agent received and did not already serve.

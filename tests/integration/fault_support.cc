@@ -283,4 +283,20 @@ const v1::FleetAgent* FindAgent(const v1::ListAgentsResponse& fleet, absl::strin
   return nullptr;
 }
 
+StackOptions RestartableStackOptions() {
+  return {.upstreams = 2,
+          .agent = true,
+          .agent_workers = 2,
+          .agent_args = {"--reconnect-max-backoff", "500ms"}};
+}
+
+bool AwaitServedAndCached(uint16_t admin_port, uint64_t version) {
+  return WaitFor(
+      [&] {
+        auto writes = GetAgentStat(admin_port, "agent.cache_writes");
+        return GetReadiness(admin_port).version == version && writes.ok() && *writes >= 1;
+      },
+      kConverge);
+}
+
 }  // namespace flexgate::testing

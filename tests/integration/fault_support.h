@@ -20,6 +20,7 @@
 #include "flexgate/v1/config.pb.h"
 #include "flexgate/v1/config_service.pb.h"
 #include "flexgate/v1/fleet_service.pb.h"
+#include "tests/integration/stack.h"
 
 namespace flexgate::testing {
 
@@ -108,6 +109,18 @@ struct AgentReadiness {
   std::string body;
 };
 AgentReadiness GetReadiness(uint16_t admin_port);
+
+// How long the fault tests wait for the agent to converge on a version.
+inline constexpr absl::Duration kConverge = absl::Seconds(15);
+
+// The stack of the fault tests that stop or restart the control plane: two upstreams and one
+// agent with two workers and a 500 ms cap on its reconnect backoff (the default of 30 s is for
+// fleets, not tests).
+StackOptions RestartableStackOptions();
+
+// Waits up to kConverge until the agent serves `version` and has written its last-known-good
+// cache at least once (the agent writes the cache before it ACKs).
+bool AwaitServedAndCached(uint16_t admin_port, uint64_t version);
 
 // One counter of the agent's /stats ("agent.snapshots_rejected", "responses_5xx", ...).
 absl::StatusOr<uint64_t> GetAgentStat(uint16_t admin_port, absl::string_view name);

@@ -28,6 +28,13 @@ void Write(const std::string& path, const std::string& text) {
   std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
 }
 
+// A static config that sends every path to the upstream on `port`.
+std::string WebConfig(uint16_t port) {
+  return "clusters:\n  - name: web\n    endpoints: [{ address: 127.0.0.1, port: " +
+         std::to_string(port) +
+         " }]\nroutes:\n  - { name: all, match: { path: { prefix: / } }, cluster: web }\n";
+}
+
 AgentOptions Parse(const std::vector<std::string>& args) {
   auto o = ParseAgentFlags(args, [](const char*) -> const char* { return nullptr; });
   INFO(o.status().ToString());
@@ -46,10 +53,7 @@ TEST_CASE("a bootstrap listener with TLS starts and serves HTTPS by SNI") {
   REQUIRE(up.ok());
 
   TempDir dir;
-  Write(dir.file("config.yaml"),
-        "clusters:\n  - name: web\n    endpoints: [{ address: 127.0.0.1, port: " +
-            std::to_string((*up)->port()) +
-            " }]\nroutes:\n  - { name: all, match: { path: { prefix: / } }, cluster: web }\n");
+  Write(dir.file("config.yaml"), WebConfig((*up)->port()));
   Write(dir.file("bootstrap.yaml"),
         "listeners:\n"
         "  - name: https\n"
@@ -136,10 +140,7 @@ TEST_CASE("a bootstrap listener with client_ca_file requires client certificates
   REQUIRE(up.ok());
 
   TempDir dir;
-  Write(dir.file("config.yaml"),
-        "clusters:\n  - name: web\n    endpoints: [{ address: 127.0.0.1, port: " +
-            std::to_string((*up)->port()) +
-            " }]\nroutes:\n  - { name: all, match: { path: { prefix: / } }, cluster: web }\n");
+  Write(dir.file("config.yaml"), WebConfig((*up)->port()));
   Write(dir.file("bootstrap.yaml"),
         "listeners:\n"
         "  - name: mtls\n"

@@ -150,29 +150,14 @@ routes:
 }
 
 TEST_CASE("connect timeout gives 503") {
-  // A listener whose accept queue is full: the kernel drops further SYNs, so a connect hangs
-  // until the proxy's connect timeout fires. (Outside addresses are no good here: sandboxes
-  // may intercept them.)
-  int lfd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0);
-  REQUIRE(::listen(lfd, 0) == 0);
-  socklen_t len = sizeof(a);
-  ::getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len);
-  std::vector<int> fillers;
-  for (int i = 0; i < 3; ++i) {
-    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-    fillers.push_back(fd);
-  }
+  // A connect to it hangs until the proxy's connect timeout fires.
+  BlackholeListener blackhole;
   ProxyLimits limits;
   limits.connect_timeout = absl::Milliseconds(200);
   ProxyEnv env(R"(
 clusters:
   - name: full
-    endpoints: [{ address: 127.0.0.1, port: )" + std::to_string(ntohs(a.sin_port)) + R"( }]
+    endpoints: [{ address: 127.0.0.1, port: )" + std::to_string(blackhole.port()) + R"( }]
 routes:
   - { name: all, match: { path: { prefix: / } }, cluster: full }
 )", limits);
@@ -183,8 +168,6 @@ routes:
   INFO(r->body);
   CHECK(r->body.find("timeout") != std::string::npos);
   CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(3));
-  for (int fd : fillers) ::close(fd);
-  ::close(lfd);
 }
 
 TEST_CASE("drain finishes in-flight requests, then stops cleanly") {

@@ -342,6 +342,16 @@ routes:
   }
 }
 
+// How many of `rs` succeeded, and how many were refused with 503 naming `breaker`.
+std::pair<int, int> CountOverflow(const std::vector<HttpResponse>& rs, const std::string& breaker) {
+  int ok = 0, overflow = 0;
+  for (const auto& r : rs) {
+    if (r.status == 200) ++ok;
+    if (r.status == 503 && absl::StrContains(r.body, breaker)) ++overflow;
+  }
+  return {ok, overflow};
+}
+
 TEST_CASE("circuit breakers answer 503 with a clear body") {
   ProxyEnv env("", {}, 1);
   SECTION("max_requests") {
@@ -353,12 +363,8 @@ clusters:
 routes:
   - { name: r, match: { path: { prefix: / } }, cluster: c }
 )");
-    auto rs = Concurrent(env, 4, "/slow?ms=400");
-    int ok = 0, overflow = 0;
-    for (const auto& r : rs) {
-      if (r.status == 200) ++ok;
-      if (r.status == 503 && absl::StrContains(r.body, "circuit breaker max_requests")) ++overflow;
-    }
+    auto [ok, overflow] = CountOverflow(Concurrent(env, 4, "/slow?ms=400"),
+                                        "circuit breaker max_requests");
     CHECK(ok == 2);
     CHECK(overflow == 2);
     CHECK(env.proxy().CollectStats().circuit_breaker_rejections == 2);
@@ -372,12 +378,8 @@ clusters:
 routes:
   - { name: r, match: { path: { prefix: / } }, cluster: c }
 )");
-    auto rs = Concurrent(env, 3, "/slow?ms=400");
-    int ok = 0, overflow = 0;
-    for (const auto& r : rs) {
-      if (r.status == 200) ++ok;
-      if (r.status == 503 && absl::StrContains(r.body, "max_connections")) ++overflow;
-    }
+    auto [ok, overflow] = CountOverflow(Concurrent(env, 3, "/slow?ms=400"),
+                                        "circuit breaker max_connections");
     CHECK(ok == 1);
     CHECK(overflow == 2);
     // The one connection is pooled and reused: sequential requests keep working.
@@ -391,22 +393,8 @@ routes:
 }
 
 TEST_CASE("circuit breaker max_pending_requests bounds requests waiting for a connect") {
-  // A listener whose accept queue is full: the kernel drops further SYNs, so a connect stays
-  // pending until the connect timeout.
-  int lfd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0);
-  REQUIRE(::listen(lfd, 0) == 0);
-  socklen_t len = sizeof(a);
-  ::getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len);
-  std::vector<int> fillers;
-  for (int i = 0; i < 3; ++i) {
-    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-    fillers.push_back(fd);
-  }
+  // A connect to it stays pending until the connect timeout.
+  BlackholeListener blackhole;
   {
     ProxyEnv env("", {}, 1);
     env.Publish(absl::StrReplaceAll(R"(
@@ -418,7 +406,7 @@ clusters:
 routes:
   - { name: r, match: { path: { prefix: / } }, cluster: c }
 )",
-                                    {{"{BLACKHOLE}", absl::StrCat(ntohs(a.sin_port))}}));
+                                    {{"{BLACKHOLE}", absl::StrCat(blackhole.port())}}));
     HttpClient first = env.Client();
     REQUIRE(first.Send(HttpRequest{}).ok());
     // Wait until the first request's connect is under way, then a second one overflows.
@@ -433,8 +421,6 @@ routes:
     CHECK(absl::StrContains(r->body, "connect timeout"));
     CHECK(env.proxy().CollectStats().circuit_breaker_rejections == 1);
   }
-  for (int fd : fillers) ::close(fd);
-  ::close(lfd);
 }
 
 }  // namespace

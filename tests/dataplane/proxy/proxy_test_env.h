@@ -1,6 +1,11 @@
 // Shared set-up for proxy tests: test upstreams, a ProxyServer on port 0, and config helpers.
 #pragma once
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 
 #include <functional>
@@ -62,6 +67,42 @@ clusters:
 routes:
   - { name: all, match: { path: { prefix: / } }, cluster: c0 }
 )";
+
+// A loopback listener whose accept queue is full: the kernel drops further SYNs, so a connect to
+// it stays pending until the connector's own timeout. (Outside addresses are no good for this:
+// sandboxes may intercept them.) Closes everything it opened on destruction.
+class BlackholeListener {
+ public:
+  BlackholeListener() {
+    listen_fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0);
+    REQUIRE(::listen(listen_fd_, 0) == 0);
+    socklen_t len = sizeof(a);
+    REQUIRE(::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+    port_ = ntohs(a.sin_port);
+    for (int i = 0; i < 3; ++i) {
+      int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+      ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+      fillers_.push_back(fd);
+    }
+  }
+  ~BlackholeListener() {
+    for (int fd : fillers_) ::close(fd);
+    ::close(listen_fd_);
+  }
+  BlackholeListener(const BlackholeListener&) = delete;
+  BlackholeListener& operator=(const BlackholeListener&) = delete;
+
+  uint16_t port() const { return port_; }
+
+ private:
+  int listen_fd_ = -1;
+  uint16_t port_ = 0;
+  std::vector<int> fillers_;
+};
 
 class ProxyEnv {
  public:
