@@ -17,40 +17,13 @@
 
 #include "common/config_loader.h"
 #include "common/validator.h"
+#include "tests/configs/corpus.h"
 
 namespace {
 
 namespace fs = std::filesystem;
+namespace corpus = flexgate::testing::corpus;
 using flexgate::v1::Diagnostic;
-
-std::vector<fs::path> CorpusFiles(const std::string& subdir) {
-  std::vector<fs::path> files;
-  for (const auto& entry : fs::directory_iterator(fs::path(FLEXGATE_CONFIGS_DIR) / subdir)) {
-    const auto ext = entry.path().extension();
-    if (ext == ".yaml" || ext == ".yml" || ext == ".json") files.push_back(entry.path());
-  }
-  std::sort(files.begin(), files.end());
-  return files;
-}
-
-std::string ReadFile(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-// Values of header comments "# <key>: <value>".
-std::vector<std::string> HeaderValues(const std::string& text, const std::string& key) {
-  std::vector<std::string> values;
-  std::istringstream in(text);
-  std::string line;
-  const std::string marker = "# " + key + ": ";
-  while (std::getline(in, line)) {
-    if (line.rfind(marker, 0) == 0) values.push_back(line.substr(marker.size()));
-  }
-  return values;
-}
 
 std::string Describe(const std::vector<Diagnostic>& diags) {
   return diags.empty() ? std::string("(no diagnostics)\n") : flexgate::FormatDiagnostics(diags);
@@ -59,20 +32,20 @@ std::string Describe(const std::vector<Diagnostic>& diags) {
 }  // namespace
 
 TEST_CASE("the invalid corpus has enough cases", "[corpus]") {
-  CHECK(CorpusFiles("invalid").size() >= 35);
-  CHECK(CorpusFiles("valid").size() >= 3);
+  CHECK(corpus::Files("invalid").size() >= 35);
+  CHECK(corpus::Files("valid").size() >= 3);
 }
 
 TEST_CASE("every invalid config produces the diagnostics it names", "[corpus]") {
-  for (const auto& file : CorpusFiles("invalid")) {
-    const std::string text = ReadFile(file);
+  for (const auto& file : corpus::Files("invalid")) {
+    const std::string text = corpus::Read(file);
     INFO("file: " << file.filename().string());
     auto config = flexgate::LoadConfigFile(file.string());
     REQUIRE(config.ok());
     const auto diags = flexgate::ValidateConfig(*config);
     INFO("diagnostics:\n" << Describe(diags));
 
-    const auto expects = HeaderValues(text, "expect");
+    const auto expects = corpus::HeaderValues(text, "expect");
     REQUIRE(!expects.empty());
     for (const auto& expect : expects) {
       const auto space = expect.find(' ');
@@ -85,7 +58,7 @@ TEST_CASE("every invalid config produces the diagnostics it names", "[corpus]") 
       INFO("expected: " << code << " at " << path);
       CHECK(found);
     }
-    for (const auto& secret : HeaderValues(text, "secret")) {
+    for (const auto& secret : corpus::HeaderValues(text, "secret")) {
       for (const auto& d : diags) {
         INFO("secret echoed in: " << d.message());
         CHECK(d.message().find(secret) == std::string::npos);
@@ -95,7 +68,7 @@ TEST_CASE("every invalid config produces the diagnostics it names", "[corpus]") 
 }
 
 TEST_CASE("every valid config is clean", "[corpus]") {
-  for (const auto& file : CorpusFiles("valid")) {
+  for (const auto& file : corpus::Files("valid")) {
     INFO("file: " << file.filename().string());
     auto config = flexgate::LoadConfigFile(file.string());
     REQUIRE(config.ok());
@@ -110,7 +83,7 @@ TEST_CASE("the agent's capability check agrees with the control plane on the cor
   agent.check_capabilities = true;
   agent.capabilities = flexgate::AgentCapabilities();
   for (const char* subdir : {"invalid", "valid"}) {
-    for (const auto& file : CorpusFiles(subdir)) {
+    for (const auto& file : corpus::Files(subdir)) {
       INFO("file: " << file.filename().string());
       auto config = flexgate::LoadConfigFile(file.string());
       REQUIRE(config.ok());
@@ -136,7 +109,7 @@ TEST_CASE("the agent's capability check agrees with the control plane on the cor
 // a case (common_test "[dump]").
 TEST_CASE("dump corpus diagnostics", "[.][dump]") {
   for (const char* subdir : {"invalid", "valid"}) {
-    for (const auto& file : CorpusFiles(subdir)) {
+    for (const auto& file : corpus::Files(subdir)) {
       auto config = flexgate::LoadConfigFile(file.string());
       std::cout << "== " << subdir << "/" << file.filename().string() << "\n"
                 << (config.ok() ? Describe(flexgate::ValidateConfig(*config))

@@ -31,6 +31,7 @@
 #include "dataplane/proxy/proxy_server.h"
 #include "dataplane/proxy/route_table.h"
 #include "tests/harness/proc/test_util.h"
+#include "tests/configs/corpus.h"
 #include "tests/integration/fault_support.h"
 #include "tests/integration/http_probe.h"
 #include "tests/integration/stack.h"
@@ -39,35 +40,14 @@ namespace flexgate::testing {
 namespace {
 
 namespace fs = std::filesystem;
+namespace corpus = flexgate::testing::corpus;
 using flexgate::v1::Diagnostic;
 using CodePath = std::pair<std::string, std::string>;
-
-std::vector<fs::path> CorpusFiles(const std::string& subdir) {
-  std::vector<fs::path> files;
-  for (const auto& entry : fs::directory_iterator(fs::path(FLEXGATE_CONFIGS_DIR) / subdir)) {
-    const auto ext = entry.path().extension();
-    if (ext == ".yaml" || ext == ".yml" || ext == ".json") files.push_back(entry.path());
-  }
-  std::sort(files.begin(), files.end());
-  return files;
-}
-
-std::string ReadAll(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 // "# expect: <code> <path>" header lines.
 std::vector<CodePath> Expectations(const std::string& text) {
   std::vector<CodePath> out;
-  std::istringstream in(text);
-  std::string line;
-  const std::string marker = "# expect: ";
-  while (std::getline(in, line)) {
-    if (line.rfind(marker, 0) != 0) continue;
-    std::string rest = line.substr(marker.size());
+  for (const std::string& rest : corpus::HeaderValues(text, "expect")) {
     size_t space = rest.find(' ');
     if (space == std::string::npos) {
       out.emplace_back(rest, "");
@@ -189,14 +169,14 @@ std::vector<FileResult> RunCorpus() {
   std::vector<FileResult> results;
   uint64_t next_version = 1;
   for (const char* subdir : {"invalid", "valid"}) {
-    const std::vector<fs::path> corpus = CorpusFiles(subdir);
+    const std::vector<fs::path> corpus = corpus::Files(subdir);
     CHECK(corpus.size() >= (std::string(subdir) == "invalid" ? 30u : 3u));
     for (const fs::path& file : corpus) {
       FileResult r;
       r.name = absl::StrCat(subdir, "/", file.filename().string());
       r.invalid_dir = std::string(subdir) == "invalid";
       INFO("file: " << r.name);
-      r.expectations = Expectations(ReadAll(file));
+      r.expectations = Expectations(corpus::Read(file));
       auto config = LoadConfigFile(file.string());
       INFO("load: " << config.status().ToString());
       REQUIRE(config.ok());
