@@ -10,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_replace.h"
 #include "proxy_test_env.h"
+#include "tests/harness/proc/test_util.h"
 
 namespace flexgate::dataplane::test {
 namespace {
@@ -27,18 +28,8 @@ EXTRA  - { name: all, match: { path: { prefix: / } }, cluster: CLUSTER }
                              {{"CLUSTER", cluster}, {"EXTRA", extra_routes}});
 }
 
-// A loopback port with nothing listening (bound, then closed).
-uint16_t DeadPort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  socklen_t len = sizeof(a);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
+// A loopback port with nothing listening (bound, then closed): connects are refused at once.
+uint16_t DeadPort() { return flexgate::testing::FreePort(); }
 
 TEST_CASE("before any table the proxy answers 503") {
   ProxyEnv env("");

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "proxy_test_env.h"
+#include "tests/harness/proc/test_util.h"
 
 namespace flexgate::dataplane::test {
 namespace {
@@ -19,17 +20,7 @@ namespace {
 using flexgate::testing::HttpGet;
 
 // A loopback port with nothing listening (bound, then closed): connects are refused at once.
-uint16_t DeadPort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  socklen_t len = sizeof(a);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
+uint16_t DeadPort() { return flexgate::testing::FreePort(); }
 
 std::string WithDead(std::string yaml) {
   return absl::StrReplaceAll(yaml, {{"{DEAD}", absl::StrCat(DeadPort())},
