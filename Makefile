@@ -53,7 +53,7 @@ fuzz:
 	@./deploy/install-deps.sh
 	@[ -f build-fuzz/build.ninja ] || CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja \
 	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFLEXGATE_FUZZ=ON -DFLEXGATE_BENCHMARKS=OFF
-	cmake --build build-fuzz -j $(JOBS) --target http_fuzz config_fuzz
+	cmake --build build-fuzz -j $(JOBS) --target http_fuzz response_head_fuzz config_fuzz
 	./deploy/run-fuzzers.sh build-fuzz $(FUZZ_SECONDS)
 
 clean:

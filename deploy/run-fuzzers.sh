@@ -33,5 +33,7 @@ run() {
 
 # libFuzzer takes flags anywhere on its command line; the scratch dir stays the first corpus.
 run http_fuzz "$repo/tests/fuzz/corpus/http" &&
+  run response_head_fuzz -dict="$repo/tests/fuzz/response_head.dict" \
+    "$repo/tests/fuzz/corpus/response_head" &&
   run config_fuzz -dict="$repo/tests/common/config_fuzz.dict" \
     "$repo/tests/configs/valid" "$repo/tests/configs/invalid"

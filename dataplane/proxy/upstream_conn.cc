@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "dataplane/proxy/http_util.h"
+#include "dataplane/proxy/response_head.h"
 #include "dataplane/proxy/worker.h"
 
 namespace flexgate::dataplane::internal {
@@ -280,6 +281,8 @@ void UpstreamConn::Attach(DownstreamConn* down, bool head_request, bool upgrade)
   message_complete_ = false;
   interim_ = false;
   eof_body_ = false;
+  fast_ = false;
+  in_fast_body_ = false;
   ++requests_;
 }
 
@@ -387,6 +390,13 @@ void UpstreamConn::OnData(ssize_t nread, const char* data) {
       if (c != nullptr) c->Uncork();
     }
   } cork{down_->Cork() ? down_ : nullptr};
+  if (in_fast_body_) {
+    OnFastBody(data, static_cast<size_t>(nread));
+    return;
+  }
+  if (!llhttp_mid_message_ && TryFastHead(data, static_cast<size_t>(nread))) return;
+  fast_ = false;
+  llhttp_mid_message_ = true;  // until llhttp completes a final response
   exec_base_ = data;
   llhttp_errno_t err = llhttp_execute(&parser_, data, static_cast<size_t>(nread));
   // The buffer is reused once this returns: a head still incomplete keeps its own copy.
@@ -396,6 +406,7 @@ void UpstreamConn::OnData(ssize_t nread, const char* data) {
   if (err == HPE_PAUSED && message_complete_) {
     size_t used = static_cast<size_t>(llhttp_get_error_pos(&parser_) - data);
     llhttp_resume(&parser_);
+    llhttp_mid_message_ = false;
     if (tunnel_) {
       // After the 101 the bytes belong to the upgraded protocol: relay them as they are.
       message_complete_ = false;
@@ -411,6 +422,44 @@ void UpstreamConn::OnData(ssize_t nread, const char* data) {
     Fail(502, absl::StrCat("invalid response from upstream: ", llhttp_errno_name(err)),
          FailureKind::kProtocol);
   }
+}
+
+bool UpstreamConn::TryFastHead(const char* data, size_t n) {
+  // HEAD answers and protocol switches have their own framing rules: llhttp handles them.
+  if (head_request_ || upgrade_requested_) return false;
+  SimpleResponseHead h;
+  if (!ParseSimpleResponseHead(std::string_view(data, n), kMaxResponseHead, &h, &header_views_,
+                               &header_classes_)) {
+    return false;
+  }
+  fast_ = true;
+  fast_keep_alive_ = h.keep_alive;
+  status_ = h.status;
+  reason_view_ = h.reason;
+  connection_header_ = h.connection;
+  upgrade_header_ = {};
+  eof_body_ = false;
+  in_head_ = false;
+  down_->OnUpstreamHeaders(this);
+  // The downstream side may have dropped this connection (to retry elsewhere).
+  if (closing_) return true;
+  in_fast_body_ = true;
+  fast_body_left_ = h.content_length;
+  OnFastBody(data + h.head_size, n - h.head_size);
+  return true;
+}
+
+void UpstreamConn::OnFastBody(const char* data, size_t n) {
+  size_t take = static_cast<size_t>(std::min<uint64_t>(n, fast_body_left_));
+  if (take != 0) {
+    fast_body_left_ -= take;
+    if (down_ != nullptr) down_->OnUpstreamBody(data, take);
+    if (closing_) return;
+  }
+  if (fast_body_left_ != 0) return;
+  in_fast_body_ = false;
+  // Bytes after the body were not asked for: the connection is not reused (as with llhttp).
+  HandleMessageComplete(take == n);
 }
 
 void UpstreamConn::HandleMessageComplete(bool clean) {

@@ -258,9 +258,11 @@ class UpstreamConn final : public Conn {
   // The Connection and Upgrade values (the last of each), empty when absent.
   std::string_view connection_header() const { return connection_header_; }
   std::string_view upgrade_header() const { return upgrade_header_; }
-  bool has_content_length() const { return (parser_.flags & F_CONTENT_LENGTH) != 0; }
+  bool has_content_length() const { return fast_ || (parser_.flags & F_CONTENT_LENGTH) != 0; }
   bool body_until_eof() const { return eof_body_; }
-  bool keep_alive() const { return llhttp_should_keep_alive(&parser_) != 0; }
+  bool keep_alive() const {
+    return fast_ ? fast_keep_alive_ : llhttp_should_keep_alive(&parser_) != 0;
+  }
 
  private:
   friend struct UpstreamCallbacks;
@@ -272,6 +274,11 @@ class UpstreamConn final : public Conn {
   void OnTlsHandshakeDone() override;
   void Fail(int status, std::string message, FailureKind kind);
   void HandleMessageComplete(bool clean);
+  // The response fast path (response_head.h): parses a whole simple head from one read without
+  // llhttp. False when it declined (nothing consumed; llhttp parses the same bytes).
+  bool TryFastHead(const char* data, size_t n);
+  // Body bytes of a fast-path response; completes the message once Content-Length is reached.
+  void OnFastBody(const char* data, size_t n);
   void EndPending();
   static void OnConnect(uv_connect_t* req, int status);
   static void OnIdleTimer(uv_timer_t* t);
@@ -335,6 +342,14 @@ class UpstreamConn final : public Conn {
   std::string_view connection_header_;
   std::string_view upgrade_header_;
   bool new_field_ = true;
+  // Fast path state. llhttp keeps no trace of a fast-path message: it is left at a message
+  // boundary, and llhttp_mid_message_ says when it is not (so that the rest of a message it
+  // started, or anything after an interim response, stays with llhttp).
+  bool fast_ = false;             // the current response's head was parsed by the fast path
+  bool fast_keep_alive_ = false;
+  bool in_fast_body_ = false;
+  bool llhttp_mid_message_ = false;
+  uint64_t fast_body_left_ = 0;
 };
 
 // The parser and buffers of the request in progress on a DownstreamConn. Taken from a per-worker
