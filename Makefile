@@ -11,7 +11,7 @@ FUZZ_SECONDS ?= 45
 export CCACHE_BASEDIR := $(CURDIR)
 export CCACHE_NOHASHDIR := 1
 
-.PHONY: all deps configure build test demo asan bench-proxy fuzz clean
+.PHONY: all deps configure build test demo asan bench-proxy bench-floor fuzz clean
 
 all: build
 
@@ -46,6 +46,16 @@ bench-proxy:
 	@./deploy/install-deps.sh wrk nginx-light haproxy python3
 	$(MAKE) build BUILD_DIR=build-release BUILD_TYPE=Release CMAKE_ARGS="-DFLEXGATE_TESTS=OFF -DFLEXGATE_BENCHMARKS=ON"
 	./deploy/bench-proxy.sh build-release $(BENCH_ARGS)
+
+# The same comparison with a byte relay (tests/bench/relay_floor.c) as the candidate: the kernel's
+# cost of a proxied request, which no user-space proxy goes below. Small profile only.
+bench-floor:
+	@./deploy/install-deps.sh wrk nginx-light haproxy python3
+	@mkdir -p build-release/bin
+	$(CC) -O2 -Wall -Wextra -o build-release/bin/flexgate-relay-floor tests/bench/relay_floor.c
+	RELAY_BIN=$(CURDIR)/build-release/bin/flexgate-relay-floor ../shared/bench/proxy-compare.sh \
+	  --proxy-name relay --proxy-cmd '"$$RELAY_BIN" $$PROXY_PORT $$UPSTREAM_PORT' \
+	  --idle-conns 0 $(BENCH_ARGS)
 
 # libFuzzer targets built with clang under ASan/UBSan in build-fuzz, each run FUZZ_SECONDS from
 # the committed corpora (deploy/run-fuzzers.sh).
