@@ -99,7 +99,7 @@ DownstreamConn::DownstreamConn(Worker* worker) : Conn(worker) {}
 // parser (inside the RequestState) is still executing until that callback returns.
 DownstreamConn::~DownstreamConn() { worker_->ReleaseRequestState(std::move(rq_)); }
 
-void DownstreamConn::Start(const tls::TlsServerContext* tls) {
+void DownstreamConn::Start(const tls::TlsServerContext* tls, const sockaddr* peer) {
   started_ = true;
   WorkerStats& st = worker_->mutable_stats();
   WorkerStats::Add(st.downstream_connections_total);
@@ -112,17 +112,13 @@ void DownstreamConn::Start(const tls::TlsServerContext* tls) {
     }
     tls_ = *std::move(session);
   }
-  uv_tcp_nodelay(&tcp_, 1);
-  sockaddr_storage peer{};
-  int len = sizeof(peer);
-  if (uv_tcp_getpeername(&tcp_, reinterpret_cast<sockaddr*>(&peer), &len) == 0) {
-    if (peer.ss_family == AF_INET) {
-      std::memcpy(client_addr_, &reinterpret_cast<sockaddr_in*>(&peer)->sin_addr, 4);
-      client_addr_len_ = 4;
-    } else if (peer.ss_family == AF_INET6) {
-      std::memcpy(client_addr_, &reinterpret_cast<sockaddr_in6*>(&peer)->sin6_addr, 16);
-      client_addr_len_ = 16;
-    }
+  SetNoDelay();
+  if (peer->sa_family == AF_INET) {
+    std::memcpy(client_addr_, &reinterpret_cast<const sockaddr_in*>(peer)->sin_addr, 4);
+    client_addr_len_ = 4;
+  } else if (peer->sa_family == AF_INET6) {
+    std::memcpy(client_addr_, &reinterpret_cast<const sockaddr_in6*>(peer)->sin6_addr, 16);
+    client_addr_len_ = 16;
   }
   UpdateReading();
   // The first request head must arrive within the header timeout. On a TLS listener the
@@ -161,14 +157,10 @@ void DownstreamConn::BeginDrain() {
 void DownstreamConn::UpdateReading() {
   bool want = !closing_ && !shutdown_started_ && !eof_ && !read_blocked_ &&
               pending_size() < kMaxPendingInput;
-  if (want && !reading_) {
-    reading_ = uv_read_start(stream(), Worker::AllocShared,
-                             [](uv_stream_t* s, ssize_t n, const uv_buf_t* b) {
-                               static_cast<DownstreamConn*>(s->data)->OnRead(n, b);
-                             }) == 0;
-  } else if (!want && reading_) {
-    uv_read_stop(stream());
-    reading_ = false;
+  if (want) {
+    ReadStart();
+  } else {
+    ReadStop();
   }
 }
 

@@ -186,7 +186,6 @@ UpstreamConn::UpstreamConn(Worker* worker, const CompiledEndpoint& endpoint,
   ++counters_->connections;
   llhttp_init(&parser_, HTTP_RESPONSE, UpstreamCallbacks::Settings());
   parser_.data = this;
-  connect_req_.data = this;
 }
 
 int UpstreamConn::Connect(uint64_t connect_timeout_ms) {
@@ -196,8 +195,7 @@ int UpstreamConn::Connect(uint64_t connect_timeout_ms) {
     if (!session.ok()) return UV_EINVAL;
     tls_ = *std::move(session);
   }
-  int rc = uv_tcp_connect(&connect_req_, &tcp_, reinterpret_cast<const sockaddr*>(&addr_),
-                          OnConnect);
+  int rc = StartConnect(reinterpret_cast<const sockaddr*>(&addr_), addr_len_);
   if (rc != 0) return rc;
   if (tls_ != nullptr) {
     // The ClientHello is queued now and leaves as soon as the TCP connection is up. The connect
@@ -215,25 +213,24 @@ int UpstreamConn::Connect(uint64_t connect_timeout_ms) {
   return 0;
 }
 
-void UpstreamConn::OnConnect(uv_connect_t* req, int status) {
-  auto* u = static_cast<UpstreamConn*>(req->data);
-  if (u->closing_) return;
+void UpstreamConn::OnConnect(int status) {
+  if (closing_) return;
   if (status < 0) {
-    u->StopTimer();
-    u->EndPending();
-    WorkerStats::Add(u->worker_->mutable_stats().upstream_connect_failures);
-    u->Fail(503, absl::StrCat("upstream connect error (", u->key_, "): ", uv_strerror(status)),
-            FailureKind::kConnect);
+    StopTimer();
+    EndPending();
+    WorkerStats::Add(worker_->mutable_stats().upstream_connect_failures);
+    Fail(503, absl::StrCat("upstream connect error (", key_, "): ", uv_strerror(status)),
+         FailureKind::kConnect);
     return;
   }
-  u->connected_ = true;
-  uv_tcp_nodelay(&u->tcp_, 1);
+  connected_ = true;
+  SetNoDelay();
   // A TLS connection is established (and stops waiting) once its handshake is done.
-  if (u->tls_ == nullptr) {
-    u->StopTimer();
-    u->EndPending();
+  if (tls_ == nullptr) {
+    StopTimer();
+    EndPending();
   }
-  u->StartReading();
+  StartReading();
 }
 
 void UpstreamConn::OnTlsHandshakeDone() {
@@ -319,18 +316,10 @@ void UpstreamConn::OnIdleTimer(uv_timer_t* t) {
 
 void UpstreamConn::StartReading() {
   if (reading_ || closing_ || !connected_) return;
-  int rc = uv_read_start(stream(), Worker::AllocShared,
-                         [](uv_stream_t* s, ssize_t n, const uv_buf_t* b) {
-                           static_cast<UpstreamConn*>(s->data)->OnRead(n, b);
-                         });
-  reading_ = rc == 0;
+  ReadStart();
 }
 
-void UpstreamConn::StopReading() {
-  if (!reading_) return;
-  uv_read_stop(stream());
-  reading_ = false;
-}
+void UpstreamConn::StopReading() { ReadStop(); }
 
 void UpstreamConn::OnRead(ssize_t nread, const uv_buf_t* buf) {
   if (closing_ || nread == 0) return;
@@ -499,10 +488,7 @@ void UpstreamConn::StartTimer(uint64_t ms, uv_timer_cb cb) {
 
 void UpstreamConn::ShutdownThenClose() {
   if (closing_) return;
-  if (reading_) {
-    uv_read_stop(stream());
-    reading_ = false;
-  }
+  StopReading();
   if (StartShutdown()) {
     StartTimer(5000, [](uv_timer_t* t) { static_cast<UpstreamConn*>(t->data)->Close(); });
   }

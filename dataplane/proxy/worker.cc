@@ -1,7 +1,11 @@
-// Worker: the loop, listeners, cross-thread inbox, connection pools and the write helper.
+// Worker: the loop, listeners, cross-thread inbox, connection pools, and the connections' socket
+// I/O (Conn: reads, the write queue, connect, shutdown and close over uv_poll_t).
 #include "dataplane/proxy/worker.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -9,10 +13,12 @@
 #include <array>
 #include <cerrno>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
 
 namespace flexgate::dataplane::internal {
 namespace {
@@ -27,6 +33,54 @@ constexpr size_t kMaxPooledRequestBytes = 16 * 1024;
 // Gathered bytes of a corked connection; a write that would exceed this goes out at once,
 // together with what was gathered, so that large bodies are never copied just to batch them.
 constexpr size_t kMaxCorked = 16 * 1024;
+// Queued writes sent by one sendmsg(2) when a connection's socket becomes writable.
+constexpr unsigned kMaxFlushIov = 16;
+// Connections accepted per readiness event of a listener, so that a flood on one listener
+// cannot starve the loop's other work (the rest waits for the next loop iteration).
+constexpr int kMaxAcceptsPerEvent = 64;
+// How long a listener stops accepting after the process ran out of file descriptors (or
+// kernel memory): polling it meanwhile would spin, since the pending connection keeps it
+// readable.
+constexpr uint64_t kAcceptPauseMs = 100;
+// At most one log line per worker per this many milliseconds about failing accepts.
+constexpr uint64_t kAcceptErrorLogIntervalMs = 60 * 1000;
+
+// The socket calls below go through syscall(2) rather than glibc's recv/send/sendmsg/accept4
+// wrappers: those are cancellation points, and in a multi-threaded process every call then
+// enables and disables asynchronous cancellation (locked atomic operations), a measurable part
+// of the cost per proxied request. Nothing here is ever cancelled. Each returns what the
+// system call returns, with errno set on -1, and retries EINTR.
+ssize_t SysRecv(int fd, char* buf, size_t len) {
+  ssize_t r;
+  do {
+    r = ::syscall(SYS_recvfrom, fd, buf, len, 0, nullptr, nullptr);
+  } while (r < 0 && errno == EINTR);
+  return r;
+}
+
+ssize_t SysSend(int fd, const iovec* iov, unsigned n) {
+  ssize_t r;
+  do {
+    if (n == 1) {
+      r = ::syscall(SYS_sendto, fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL, nullptr, 0);
+    } else {
+      msghdr m{};
+      m.msg_iov = const_cast<iovec*>(iov);
+      m.msg_iovlen = std::min<unsigned>(n, IOV_MAX);
+      r = ::syscall(SYS_sendmsg, fd, &m, MSG_NOSIGNAL);
+    }
+  } while (r < 0 && errno == EINTR);
+  return r;
+}
+
+int SysAccept(int fd, sockaddr_storage* peer, socklen_t* len) {
+  long r;
+  do {
+    *len = sizeof(*peer);
+    r = ::syscall(SYS_accept4, fd, peer, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  } while (r < 0 && errno == EINTR);
+  return static_cast<int>(r);
+}
 
 uint64_t DurationToMs(absl::Duration d) {
   int64_t ms = absl::ToInt64Milliseconds(d);
@@ -75,9 +129,21 @@ std::string HealthSnapshot::Key(std::string_view cluster, std::string_view endpo
 // ---------------------------------------------------------------------------------------------
 // Conn
 
-Conn::Conn(Worker* worker) : worker_(worker) {
-  uv_tcp_init(worker->loop(), &tcp_);
-  tcp_.data = this;
+Conn::Conn(Worker* worker) : worker_(worker) {}
+
+Conn::~Conn() { FreeQueue(); }
+
+int Conn::Open(int fd) {
+  int rc = uv_poll_init(worker_->loop(), &poll_, fd);
+  if (rc != 0) return rc;
+  poll_.data = this;
+  fd_ = fd;
+  return 0;
+}
+
+void Conn::SetNoDelay() {
+  int one = 1;
+  ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
 void Conn::Close() {
@@ -91,27 +157,40 @@ void Conn::Close() {
   closing_ = true;
   reading_ = false;
   OnClose();
-  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), OnHandleClosed);
+  FreeQueue();
+  if (fd_ < 0) {
+    // Never opened (an upstream connect that could not start). The handle counted for it is
+    // released here; a subclass handle closed by OnClose keeps the count above zero until its
+    // own close callback, which frees `this` from the loop.
+    --open_handles_;
+    if (open_handles_ <= 0) std::abort();  // nothing would ever free `this`
+    return;
+  }
+  // uv_close stops the poll handle (and drops its pending events) at once, so the descriptor
+  // can be closed now: the peer sees the end without waiting for the close callback, and a new
+  // socket may reuse the number right away.
+  uv_close(reinterpret_cast<uv_handle_t*>(&poll_), OnHandleClosed);
+  ::close(fd_);
+  fd_ = -1;
 }
 
 bool Conn::StartShutdown() {
   Uncork();  // the FIN follows every byte written so far
   // close_notify goes out after the last bytes and before the FIN.
   if (tls_ != nullptr) SendCloseNotify();
-  auto* req = new uv_shutdown_t;
-  req->data = this;
-  // The shutdown callback runs (possibly with UV_ECANCELED) before the handle's close callback,
-  // so `this` is still alive there.
-  int rc = uv_shutdown(req, stream(), [](uv_shutdown_t* r, int) {
-    auto* c = static_cast<Conn*>(r->data);
-    delete r;
-    c->Close();
-  });
-  if (rc != 0) {
-    delete req;
+  if (closing_ || fd_ < 0 || write_shut_) {
+    // Already half-closed (or never connected): nothing to wait for.
     Close();
     return false;
   }
+  // A FIN already pending (ShutdownWrite) now closes the connection too once it is sent.
+  shutdown_pending_ = true;
+  close_after_shutdown_ = true;
+  if (queue_head_ == nullptr && !connecting_) {
+    FinishShutdown();  // closes
+    return false;
+  }
+  UpdatePoll();
   return true;
 }
 
@@ -119,14 +198,208 @@ void Conn::ShutdownWrite() {
   if (closing_) return;
   Uncork();
   if (tls_ != nullptr) SendCloseNotify();
-  auto* req = new uv_shutdown_t;
-  // Runs before the close callback even when the handle closes first (UV_ECANCELED).
-  if (uv_shutdown(req, stream(), [](uv_shutdown_t* r, int) { delete r; }) != 0) delete req;
+  if (fd_ < 0 || shutdown_pending_ || write_shut_) return;
+  shutdown_pending_ = true;
+  if (queue_head_ == nullptr && !connecting_) {
+    FinishShutdown();
+    return;
+  }
+  UpdatePoll();
+}
+
+void Conn::FinishShutdown() {
+  shutdown_pending_ = false;
+  write_shut_ = true;
+  ::shutdown(fd_, SHUT_WR);
+  // Like libuv's shutdown callback, the close follows whether or not the FIN could be sent.
+  if (close_after_shutdown_) Close();
 }
 
 void Conn::OnHandleClosed(uv_handle_t* h) {
   Conn* c = static_cast<Conn*>(h->data);
   if (--c->open_handles_ == 0) delete c;
+}
+
+void Conn::ReadStart() {
+  if (reading_ || closing_ || fd_ < 0) return;
+  reading_ = true;
+  UpdatePoll();
+}
+
+void Conn::ReadStop() {
+  if (!reading_) return;
+  reading_ = false;
+  UpdatePoll();
+}
+
+void Conn::UpdatePoll() {
+  if (in_poll_ || closing_ || fd_ < 0) return;
+  int want = reading_ ? UV_READABLE : 0;
+  if (connecting_ || queue_head_ != nullptr || shutdown_pending_) want |= UV_WRITABLE;
+  if (want == poll_events_) return;
+  poll_events_ = want;
+  if (want == 0) {
+    uv_poll_stop(&poll_);
+  } else {
+    uv_poll_start(&poll_, want, OnPollEvent);
+  }
+}
+
+void Conn::OnPollEvent(uv_poll_t* p, int status, int events) {
+  static_cast<Conn*>(p->data)->HandlePoll(status, events);
+}
+
+void Conn::HandlePoll(int status, int events) {
+  if (closing_) return;
+  if (status < 0) {
+    // POLLERR: libuv has stopped the handle and reports UV_EBADF instead of the socket's
+    // error. The calls below (connect check, recv, send) fetch the real error.
+    poll_events_ = 0;
+    events = UV_READABLE | UV_WRITABLE;
+  } else if (events == 0) {
+    // POLLHUP alone (no direction to report): the next call on the socket says what happened.
+    events = UV_READABLE | UV_WRITABLE;
+  }
+  // Callbacks below may start or stop reading and queue writes; the poll handle is updated
+  // once, at the end.
+  in_poll_ = true;
+  if (connecting_) {
+    if (events & UV_WRITABLE) FinishConnect();
+  } else {
+    // Read before write, as libuv streams do.
+    if ((events & UV_READABLE) && reading_) ReadOnce();
+    if (!closing_ && (events & UV_WRITABLE)) FlushQueue();
+  }
+  in_poll_ = false;
+  UpdatePoll();
+}
+
+void Conn::ReadOnce() {
+  // One recv per readiness event: a short read means the socket is drained, and a full buffer
+  // leaves the socket readable, so the loop comes back after serving everyone else. Reading on
+  // until EAGAIN would cost one more system call per request.
+  char* buf = worker_->read_buffer();
+  ssize_t n = SysRecv(fd_, buf, Worker::read_buffer_size());
+  uv_buf_t b = uv_buf_init(buf, static_cast<unsigned>(Worker::read_buffer_size()));
+  if (n > 0) {
+    OnRead(n, &b);
+    return;
+  }
+  int err = n == 0 ? UV_EOF : uv_translate_sys_error(errno);
+  if (err == UV_EAGAIN) return;
+  // The end of the stream, or an error: reading stops before the callback, as with libuv.
+  reading_ = false;
+  OnRead(err, &b);
+}
+
+int Conn::StartConnect(const sockaddr* addr, socklen_t len) {
+  int fd = ::socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return uv_translate_sys_error(errno);
+  int rc = ::connect(fd, addr, len);
+  int err = rc == 0 ? 0 : errno;
+  if (err != 0 && err != EINPROGRESS && err != EINTR && err != ECONNREFUSED) {
+    ::close(fd);
+    return uv_translate_sys_error(err);
+  }
+  rc = Open(fd);
+  if (rc != 0) {
+    ::close(fd);
+    return rc;
+  }
+  // Every outcome, even a connect that finished or was refused at once (loopback can do
+  // both), is reported from the loop, never from inside this call: a refused socket reports
+  // POLLHUP, a connected one POLLOUT.
+  if (err == ECONNREFUSED) delayed_connect_error_ = UV_ECONNREFUSED;
+  connecting_ = true;
+  UpdatePoll();
+  return 0;
+}
+
+void Conn::FinishConnect() {
+  int status = delayed_connect_error_;
+  if (status == 0) {
+    int so_error = 0;
+    socklen_t len = sizeof(so_error);
+    if (::getsockopt(fd_, SOL_SOCKET, SO_ERROR, &so_error, &len) != 0) so_error = errno;
+    if (so_error == EINPROGRESS) return;  // spurious wake-up: still connecting
+    status = so_error == 0 ? 0 : uv_translate_sys_error(so_error);
+  }
+  connecting_ = false;
+  OnConnect(status);
+  if (closing_) return;
+  if (status < 0) {
+    // libuv cancels the writes queued behind a failed connect after its callback.
+    bool had_queue = queue_head_ != nullptr;
+    FreeQueue();
+    write_failed_ = true;
+    if (had_queue) OnWriteDone(UV_ECANCELED);
+    return;
+  }
+  // Writes queued during the connect leave now, without waiting for another wake-up.
+  FlushQueue();
+}
+
+void Conn::FreeQueue() {
+  while (queue_head_ != nullptr) {
+    WriteReq* w = queue_head_;
+    queue_head_ = w->next;
+    worker_->FreeWriteReq(w);
+  }
+  queue_tail_ = nullptr;
+  queued_bytes_ = 0;
+}
+
+void Conn::FlushQueue() {
+  while (queue_head_ != nullptr) {
+    iovec iov[kMaxFlushIov];
+    unsigned k = 0;
+    size_t want = 0;
+    for (WriteReq* w = queue_head_; w != nullptr && k < kMaxFlushIov; w = w->next) {
+      iov[k].iov_base = w->data.data() + w->sent;
+      iov[k].iov_len = w->data.size() - w->sent;
+      want += iov[k].iov_len;
+      ++k;
+    }
+    ssize_t r = SysSend(fd_, iov, k);
+    if (r < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) return;
+      int err = uv_translate_sys_error(errno);
+      // Reported once; nothing more is written on this connection.
+      FreeQueue();
+      write_failed_ = true;
+      OnWriteDone(err);
+      return;
+    }
+    size_t left = static_cast<size_t>(r);
+    queued_bytes_ -= left;
+    // Unlink what is complete before running any callback: OnWriteDone may write (appending
+    // to the queue) or close (freeing it).
+    WriteReq* done = nullptr;
+    WriteReq** done_tail = &done;
+    while (queue_head_ != nullptr) {
+      WriteReq* w = queue_head_;
+      size_t rest = w->data.size() - w->sent;
+      if (left < rest) {
+        w->sent += left;
+        break;
+      }
+      left -= rest;
+      queue_head_ = w->next;
+      w->next = nullptr;
+      *done_tail = w;
+      done_tail = &w->next;
+    }
+    if (queue_head_ == nullptr) queue_tail_ = nullptr;
+    while (done != nullptr) {
+      WriteReq* w = done;
+      done = w->next;
+      worker_->FreeWriteReq(w);
+      if (!closing_) OnWriteDone(0);
+    }
+    if (closing_) return;
+    if (static_cast<size_t>(r) < want) return;  // the socket is full
+  }
+  if (shutdown_pending_) FinishShutdown();
 }
 
 bool Conn::Write(const uv_buf_t* bufs, unsigned n) {
@@ -207,10 +480,7 @@ void Conn::ReadTls(ssize_t nread, const uv_buf_t* buf) {
       case tls::TlsSession::ReadResult::kClosed:
         // close_notify: the end of the peer's stream. The socket may still be open: stop
         // reading so that the handler's view (no more reads) matches libuv's.
-        if (reading_) {
-          uv_read_stop(stream());
-          reading_ = false;
-        }
+        ReadStop();
         OnPlaintext(UV_EOF, nullptr);
         return;
       case tls::TlsSession::ReadResult::kError:
@@ -274,32 +544,19 @@ bool Conn::WriteRaw(const uv_buf_t* bufs, unsigned n) {
 }
 
 int Conn::TrySend(const uv_buf_t* bufs, unsigned n) {
-  // What uv_try_write does, through send(2)/sendmsg(2) rather than write(2)/writev(2): the
-  // socket calls skip the file layer (position lock, permission hook), a measurable part of the
-  // kernel's cost per request. Only when nothing is queued and no connect is pending, so that
-  // bytes never overtake queued ones.
-  if (tcp_.connect_req != nullptr || tcp_.write_queue_size != 0) return UV_EAGAIN;
-  uv_os_fd_t fd;
-  if (uv_fileno(reinterpret_cast<const uv_handle_t*>(&tcp_), &fd) != 0) return UV_EBADF;
-  ssize_t r;
-  do {
-    if (n == 1) {
-      r = ::send(fd, bufs[0].base, bufs[0].len, MSG_NOSIGNAL);
-    } else {
-      msghdr m{};
-      // uv_buf_t is laid out as struct iovec on Unix (libuv guarantees it).
-      m.msg_iov = reinterpret_cast<iovec*>(const_cast<uv_buf_t*>(bufs));
-      m.msg_iovlen = std::min<unsigned>(n, IOV_MAX);
-      r = ::sendmsg(fd, &m, MSG_NOSIGNAL);
-    }
-  } while (r < 0 && errno == EINTR);
+  // Only when nothing is queued and no connect is pending, so that bytes never overtake queued
+  // ones.
+  if (connecting_ || queue_head_ != nullptr) return UV_EAGAIN;
+  if (fd_ < 0 || write_failed_) return UV_EPIPE;
+  // uv_buf_t is laid out as struct iovec on Unix (libuv guarantees it).
+  ssize_t r = SysSend(fd_, reinterpret_cast<const iovec*>(bufs), n);
   if (r >= 0) return static_cast<int>(std::min<ssize_t>(r, INT_MAX));
   if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) return UV_EAGAIN;
-  return -errno;
+  return uv_translate_sys_error(errno);
 }
 
 bool Conn::WriteNow(const uv_buf_t* bufs, unsigned n) {
-  if (closing_) return false;
+  if (closing_ || write_failed_ || write_shut_) return false;
   size_t total = 0;
   for (unsigned i = 0; i < n; ++i) total += bufs[i].len;
   if (total == 0) return true;
@@ -309,12 +566,10 @@ bool Conn::WriteNow(const uv_buf_t* bufs, unsigned n) {
   if (r >= 0) {
     done = static_cast<size_t>(r);
     if (done == total) return true;
-  } else if (r != UV_EAGAIN && r != UV_ENOSYS) {
+  } else if (r != UV_EAGAIN) {
     return false;
   }
-  Worker::WriteReq* w = worker_->NewWriteReq();
-  w->owner = this;
-  w->data.clear();
+  WriteReq* w = worker_->NewWriteReq();
   for (unsigned i = 0; i < n; ++i) {
     size_t len = bufs[i].len;
     if (done >= len) {
@@ -324,17 +579,14 @@ bool Conn::WriteNow(const uv_buf_t* bufs, unsigned n) {
     w->data.append(bufs[i].base + done, len - done);
     done = 0;
   }
-  uv_buf_t b = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
-  int rc = uv_write(&w->req, stream(), &b, 1, [](uv_write_t* req, int status) {
-    auto* w = static_cast<Worker::WriteReq*>(req->data);
-    Conn* owner = w->owner;
-    owner->worker_->FreeWriteReq(w);
-    owner->OnWriteDone(status);
-  });
-  if (rc != 0) {
-    worker_->FreeWriteReq(w);
-    return false;
+  queued_bytes_ += w->data.size();
+  if (queue_tail_ != nullptr) {
+    queue_tail_->next = w;
+  } else {
+    queue_head_ = w;
   }
+  queue_tail_ = w;
+  UpdatePoll();
   return true;
 }
 
@@ -364,6 +616,10 @@ Worker::~Worker() {
     uv_run(&loop_, UV_RUN_DEFAULT);
     loop_close_result_ = uv_loop_close(&loop_);
   }
+  // Listening sockets the loop never closed (their handles were closed above).
+  for (auto& l : listeners_) {
+    if (l->fd >= 0) ::close(l->fd);
+  }
 }
 
 absl::Status Worker::Init() {
@@ -389,19 +645,35 @@ absl::Status Worker::AddListener(int fd, std::shared_ptr<const tls::TlsServerCon
   auto l = std::make_unique<Listener>();
   l->worker = this;
   l->tls = std::move(tls);
-  uv_tcp_init(&loop_, &l->tcp);
-  l->tcp.data = l.get();
-  int rc = uv_tcp_open(&l->tcp, fd);
+  if (::listen(fd, 1024) != 0) {
+    int e = errno;
+    ::close(fd);
+    return absl::InternalError(absl::StrCat("listen: ", std::strerror(e)));
+  }
+  int rc = uv_poll_init(&loop_, &l->poll, fd);
   if (rc != 0) {
     ::close(fd);
-    uv_close(reinterpret_cast<uv_handle_t*>(&l->tcp), nullptr);
-    listeners_.push_back(std::move(l));  // memory must outlive the close callback
-    return absl::InternalError(absl::StrCat("uv_tcp_open: ", uv_strerror(rc)));
+    return absl::InternalError(absl::StrCat("uv_poll_init: ", uv_strerror(rc)));
   }
-  rc = uv_listen(reinterpret_cast<uv_stream_t*>(&l->tcp), 1024, OnConnection);
+  l->fd = fd;
+  l->poll.data = l.get();
+  uv_timer_init(&loop_, &l->retry);
+  l->retry.data = l.get();
+  l->handles_open = true;
+  uv_poll_start(&l->poll, UV_READABLE, OnAcceptable);
+  // The memory must outlive the handles' close callbacks: listeners_ lives as long as the
+  // worker.
   listeners_.push_back(std::move(l));
-  if (rc != 0) return absl::InternalError(absl::StrCat("uv_listen: ", uv_strerror(rc)));
   return absl::OkStatus();
+}
+
+void Worker::CloseListener(Listener* l) {
+  if (!l->handles_open) return;
+  l->handles_open = false;
+  uv_close(reinterpret_cast<uv_handle_t*>(&l->poll), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&l->retry), nullptr);
+  ::close(l->fd);
+  l->fd = -1;
 }
 
 void Worker::SetInitialTable(std::shared_ptr<const RouteTable> table) {
@@ -560,10 +832,7 @@ void Worker::ReleaseTable(TableRef* ref) {
 
 void Worker::StartDrain(absl::Duration deadline) {
   draining_ = true;
-  for (auto& l : listeners_) {
-    auto* h = reinterpret_cast<uv_handle_t*>(&l->tcp);
-    if (!uv_is_closing(h)) uv_close(h, nullptr);
-  }
+  for (auto& l : listeners_) CloseListener(l.get());
   std::vector<DownstreamConn*> conns(downstreams_.begin(), downstreams_.end());
   for (DownstreamConn* c : conns) c->BeginDrain();
   uv_timer_start(&drain_timer_, OnDrainDeadline, DurationToMs(deadline), 0);
@@ -594,17 +863,61 @@ void Worker::MaybeFinishDrain() {
   timeouts_.Close();
 }
 
-void Worker::OnConnection(uv_stream_t* server, int status) {
-  auto* l = static_cast<Listener*>(server->data);
+void Worker::OnAcceptable(uv_poll_t* p, int status, int) {
+  auto* l = static_cast<Listener*>(p->data);
   Worker* w = l->worker;
-  if (status < 0 || w->draining_) return;
-  auto* c = new DownstreamConn(w);
-  if (uv_accept(server, c->stream()) != 0) {
-    c->Close();
+  if (w->draining_ || l->fd < 0) return;
+  if (status < 0) {
+    // POLLERR on a listening socket (libuv has stopped the handle): try again shortly.
+    w->PauseAccepting(l, 0);
     return;
   }
-  w->downstreams_.insert(c);
-  c->Start(l->tls.get());
+  for (int i = 0; i < kMaxAcceptsPerEvent; ++i) {
+    sockaddr_storage peer;
+    socklen_t len;
+    int fd = SysAccept(l->fd, &peer, &len);
+    if (fd < 0) {
+      int e = errno;
+      if (e == EAGAIN || e == EWOULDBLOCK) return;
+      if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+        // The connection stays in the accept queue, so the listener stays readable: stop
+        // polling it for a while instead of spinning, and let the client wait (or time out)
+        // until descriptors are free again.
+        w->PauseAccepting(l, e);
+        return;
+      }
+      // ECONNABORTED, EPROTO, EPERM (a firewall) and the like: that one connection is gone.
+      continue;
+    }
+    auto* c = new DownstreamConn(w);
+    if (c->Open(fd) != 0) {
+      ::close(fd);
+      delete c;  // no handle was initialised
+      continue;
+    }
+    w->downstreams_.insert(c);
+    c->Start(l->tls.get(), reinterpret_cast<const sockaddr*>(&peer));
+  }
+}
+
+void Worker::PauseAccepting(Listener* l, int error) {
+  uint64_t now = now_ms();
+  if (accept_error_logged_ms_ == 0 || now - accept_error_logged_ms_ >= kAcceptErrorLogIntervalMs) {
+    accept_error_logged_ms_ = now == 0 ? 1 : now;
+    FG_LOG_WARN("accept failed; pausing the listener",
+                {{"worker", id_},
+                 {"error", error != 0 ? std::strerror(error) : "socket error"},
+                 {"pause_ms", kAcceptPauseMs}});
+  }
+  uv_poll_stop(&l->poll);
+  uv_timer_start(
+      &l->retry,
+      [](uv_timer_t* t) {
+        auto* l = static_cast<Listener*>(t->data);
+        if (l->worker->draining_ || l->fd < 0) return;
+        uv_poll_start(&l->poll, UV_READABLE, OnAcceptable);
+      },
+      kAcceptPauseMs, 0);
 }
 
 void Worker::Forget(DownstreamConn* c) {
@@ -717,11 +1030,6 @@ void Worker::FillRandomHex(char* out, size_t bytes) {
   }
 }
 
-void Worker::AllocShared(uv_handle_t* h, size_t, uv_buf_t* buf) {
-  auto* w = static_cast<Worker*>(h->loop->data);
-  *buf = uv_buf_init(w->read_buf_.get(), kReadBufferSize);
-}
-
 std::unique_ptr<RequestState> Worker::AcquireRequestState() {
   if (free_requests_.empty()) return std::make_unique<RequestState>();
   std::unique_ptr<RequestState> rq = std::move(free_requests_.back());
@@ -750,15 +1058,10 @@ void Worker::ReleaseRequestState(std::unique_ptr<RequestState> rq) {
   free_requests_.push_back(std::move(rq));
 }
 
-Worker::WriteReq* Worker::NewWriteReq() {
-  if (!free_writes_.empty()) {
-    WriteReq* w = free_writes_.back().release();
-    free_writes_.pop_back();
-    w->req.data = w;
-    return w;
-  }
-  auto* w = new WriteReq;
-  w->req.data = w;
+WriteReq* Worker::NewWriteReq() {
+  if (free_writes_.empty()) return new WriteReq;
+  WriteReq* w = free_writes_.back().release();
+  free_writes_.pop_back();
   return w;
 }
 
@@ -767,7 +1070,9 @@ void Worker::FreeWriteReq(WriteReq* w) {
     delete w;
     return;
   }
-  w->owner = nullptr;
+  w->next = nullptr;
+  w->sent = 0;
+  w->data.clear();
   free_writes_.emplace_back(w);
 }
 

@@ -117,8 +117,26 @@ struct TableRef {
   uint32_t refs = 0;
 };
 
-// Base of both connection kinds: a TCP handle (and whatever handles a subclass adds, counted in
-// open_handles_), freed in the last close callback.
+// One write a connection could not hand to the kernel at once: the bytes left, queued on the
+// connection until its socket is writable. Pooled per worker (Worker::NewWriteReq) so that a
+// write does not allocate.
+struct WriteReq {
+  WriteReq* next = nullptr;
+  size_t sent = 0;  // bytes of `data` already handed to the kernel
+  std::string data;
+};
+
+// Base of both connection kinds: a non-blocking TCP socket watched by a uv_poll_t (and whatever
+// handles a subclass adds, counted in open_handles_), freed in the last close callback.
+//
+// Socket I/O is the connection's own rather than a libuv stream's: one recv(2) per readiness
+// event into the worker's shared read buffer, send(2)/sendmsg(2) first and a per-connection
+// queue only for what the kernel does not take, all through raw system calls. glibc's
+// read/recv/send wrappers are cancellation points, which in a multi-threaded process cost two
+// locked atomic operations per call, and read(2) takes the file position lock that recv(2)
+// does not; libuv streams add their own bookkeeping on top. The contract towards the
+// subclasses is libuv's: OnRead sees n > 0 bytes, UV_EOF or a negative libuv error code (and
+// reading has stopped by then), OnWriteDone runs once per queued write, OnConnect once.
 //
 // TLS: a connection with a TlsSession (tls_ set) carries ciphertext on its socket. Write()
 // encrypts, read callbacks go through ReadTls(), which decrypts into the worker's shared read
@@ -127,27 +145,36 @@ struct TableRef {
 class Conn {
  public:
   explicit Conn(Worker* worker);
-  virtual ~Conn() = default;
+  virtual ~Conn();
   Conn(const Conn&) = delete;
   Conn& operator=(const Conn&) = delete;
 
-  // Called once per finished uv_write, before the handle's close callback.
+  // Takes ownership of the connected (or connecting), non-blocking socket `fd` and initialises
+  // the poll handle on it. On failure (a libuv error code) the caller still owns `fd`, and
+  // `this` has no handle yet, so it may simply be deleted.
+  int Open(int fd);
+
+  // Called once per queued write when its last byte has been handed to the kernel (status 0),
+  // or once with the error that ended writing (after which nothing more is written). Never
+  // from inside Write(), and never once the connection is closing.
   virtual void OnWriteDone(int status) = 0;
 
-  // Closes the handles; `this` is deleted from the loop once every close callback ran.
+  // Closes the socket and the handles; `this` is deleted from the loop once every close
+  // callback ran. Queued bytes are dropped.
   void Close();
-  // Flushes what is buffered, sends close_notify on TLS, and half-closes; the connection closes
-  // when the peer's side is done. Returns false when it had to close at once (the caller then
-  // arms no linger timer).
+  // Flushes what is buffered, sends close_notify on TLS, half-closes (FIN after every queued
+  // byte), then closes. Returns false when the connection is already closed on return: the FIN
+  // went out at once (nothing was queued), or it could not be sent; the caller then arms no
+  // linger timer. Returns true while queued bytes are still on their way; the caller bounds
+  // that wait with its own timer.
   bool StartShutdown();
   // Sends FIN after queued writes; reading continues (half-close).
   void ShutdownWrite();
   bool closing() const { return closing_; }
-  uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
-  // Bytes accepted by Write() and not yet handed to the kernel: the socket's queue (ciphertext
-  // on TLS connections) plus plaintext a TLS session holds until its handshake completes. This
-  // is what back-pressure looks at.
-  size_t write_queue_size() const { return tcp_.write_queue_size + tls_queued_; }
+  // Bytes accepted by Write() and not yet handed to the kernel: the connection's queue
+  // (ciphertext on TLS connections) plus plaintext a TLS session holds until its handshake
+  // completes. This is what back-pressure looks at.
+  size_t write_queue_size() const { return queued_bytes_ + tls_queued_; }
   bool is_tls() const { return tls_ != nullptr; }
 
   // Writes `bufs` in order. Tries a direct write first and copies only what the kernel did not
@@ -169,6 +196,11 @@ class Conn {
 
  protected:
   virtual void OnClose() {}
+  // Bytes read (n > 0, valid in `buf->base` until return), UV_EOF, or a negative libuv error
+  // code; reading has been stopped before the last two are delivered.
+  virtual void OnRead(ssize_t nread, const uv_buf_t* buf) = 0;
+  // The connect started by StartConnect finished: 0, or a negative libuv error code.
+  virtual void OnConnect(int /*status*/) {}
   // TLS connections only: decrypted bytes (n > 0, `data` valid until return) or the end of the
   // stream (n < 0: UV_EOF after close_notify or a socket EOF, or a socket error), exactly as a
   // plain read callback would see them.
@@ -178,6 +210,14 @@ class Conn {
   virtual void OnTlsError(const absl::Status& status) = 0;
   // TLS connections only: the handshake just completed.
   virtual void OnTlsHandshakeDone() {}
+  // Starts (or stops) delivering reads to OnRead.
+  void ReadStart();
+  void ReadStop();
+  // Creates a non-blocking socket, opens it and starts connecting to `addr`. 0 when the connect
+  // is under way (OnConnect reports how it ends; writes queue until then), else a libuv error
+  // code and nothing was opened.
+  int StartConnect(const sockaddr* addr, socklen_t len);
+  void SetNoDelay();
   // Drives a TLS read callback: feeds ciphertext, flushes what the session wants to send, and
   // delivers plaintext to OnPlaintext until the session needs more input.
   void ReadTls(ssize_t nread, const uv_buf_t* buf);
@@ -191,12 +231,12 @@ class Conn {
   // Writes now: a direct write first, copying only what the kernel did not take.
   bool WriteNow(const uv_buf_t* bufs, unsigned n);
   // A non-blocking send of `bufs`: bytes taken (possibly fewer than given), UV_EAGAIN when the
-  // socket is full or writes are queued, or another negative libuv error.
+  // socket is full, writes are queued or the connect is still pending, or another negative
+  // libuv error.
   int TrySend(const uv_buf_t* bufs, unsigned n);
   static void OnHandleClosed(uv_handle_t* h);
 
   Worker* worker_;
-  uv_tcp_t tcp_;
   bool closing_ = false;
   bool reading_ = false;
   bool tls_handshake_seen_ = false;
@@ -204,7 +244,39 @@ class Conn {
   uint32_t tls_queued_ = 0;
   std::unique_ptr<tls::TlsSession> tls_;  // null for plain TCP
 
+  // Handles not yet closed: the poll handle (counted from construction, see Close) plus any a
+  // subclass adds.
   int open_handles_ = 1;
+
+ private:
+  static void OnPollEvent(uv_poll_t* p, int status, int events);
+  void HandlePoll(int status, int events);
+  // Asks libuv for the events the connection's state needs (a no-op when they are unchanged:
+  // every uv_poll_start/stop costs epoll_ctl calls). Deferred while HandlePoll runs.
+  void UpdatePoll();
+  void ReadOnce();
+  void FinishConnect();
+  // Sends from the queue until it is empty or the socket is full; runs OnWriteDone for every
+  // write completed, and the pending shutdown once the queue is empty.
+  void FlushQueue();
+  // The FIN (and the close, for StartShutdown) once nothing is queued.
+  void FinishShutdown();
+  void FreeQueue();
+
+  uv_poll_t poll_;
+  int fd_ = -1;          // -1 until Open, and again once closed
+  int poll_events_ = 0;  // what poll_ was last started with
+  // Queued writes, oldest first, and their unsent bytes.
+  WriteReq* queue_head_ = nullptr;
+  WriteReq* queue_tail_ = nullptr;
+  size_t queued_bytes_ = 0;
+  int delayed_connect_error_ = 0;  // a connect refused at once, reported through OnConnect
+  bool connecting_ = false;
+  bool in_poll_ = false;
+  bool write_failed_ = false;
+  bool shutdown_pending_ = false;  // FIN once the queue is empty
+  bool close_after_shutdown_ = false;
+  bool write_shut_ = false;  // FIN sent
 };
 
 // One pooled or fresh connection to an upstream endpoint.
@@ -217,7 +289,7 @@ class UpstreamConn final : public Conn {
                ClusterCounters* counters);
 
   // Starts the non-blocking connect; an error status if it could not even start. Writes may be
-  // queued right away: libuv holds them until the connection is established.
+  // queued right away: the connection holds them until it is established.
   int Connect(uint64_t connect_timeout_ms);
   // Binds to a downstream exchange (fresh or taken from the pool). `upgrade`: the request asks
   // for a protocol switch, so a 101 answer turns the connection into a raw tunnel.
@@ -267,7 +339,7 @@ class UpstreamConn final : public Conn {
  private:
   friend struct UpstreamCallbacks;
   void OnClose() override;
-  void OnRead(ssize_t nread, const uv_buf_t* buf);
+  void OnRead(ssize_t nread, const uv_buf_t* buf) override;
   void OnData(ssize_t nread, const char* data);
   void OnPlaintext(ssize_t n, const char* data) override { OnData(n, data); }
   void OnTlsError(const absl::Status& status) override;
@@ -280,7 +352,7 @@ class UpstreamConn final : public Conn {
   // Body bytes of a fast-path response; completes the message once Content-Length is reached.
   void OnFastBody(const char* data, size_t n);
   void EndPending();
-  static void OnConnect(uv_connect_t* req, int status);
+  void OnConnect(int status) override;
   static void OnIdleTimer(uv_timer_t* t);
   void StartTimer(uint64_t ms, uv_timer_cb cb);
   void StopTimer() { uv_timer_stop(&timer_); }
@@ -293,13 +365,12 @@ class UpstreamConn final : public Conn {
   std::shared_ptr<const tls::TlsClientContext> tls_ctx_;  // TLS clusters only
   std::string tls_server_name_;
   sockaddr_storage addr_;
-  [[maybe_unused]] socklen_t addr_len_;  // the connect takes it from the family
+  socklen_t addr_len_;
   uint32_t max_idle_;
   uint64_t idle_timeout_ms_;
   uint32_t max_requests_;
   ClusterCounters* counters_;  // owned by the Worker; counts this connection while open
   DownstreamConn* down_ = nullptr;
-  uv_connect_t connect_req_;
   bool connected_ = false;
   bool idle_ = false;
   bool head_request_ = false;
@@ -402,9 +473,9 @@ class DownstreamConn final : public Conn, public TimerWheel::Node {
  public:
   explicit DownstreamConn(Worker* worker);
   ~DownstreamConn() override;
-  // Called once after uv_accept succeeded. `tls`: the listener's context, or null for plain
-  // HTTP.
-  void Start(const tls::TlsServerContext* tls);
+  // Called once after the accepted socket was opened (Conn::Open). `tls`: the listener's
+  // context, or null for plain HTTP. `peer`: the client's address as accept returned it.
+  void Start(const tls::TlsServerContext* tls, const sockaddr* peer);
   // Drain: close now if idle, else after the current response.
   void BeginDrain();
   // The worker's TimerWheel reached this connection's deadline.
@@ -435,7 +506,7 @@ class DownstreamConn final : public Conn, public TimerWheel::Node {
 
  private:
   void OnClose() override;
-  void OnRead(ssize_t nread, const uv_buf_t* buf);
+  void OnRead(ssize_t nread, const uv_buf_t* buf) override;
   void OnData(ssize_t nread, const char* data);
   void OnPlaintext(ssize_t n, const char* data) override { OnData(n, data); }
   void OnTlsError(const absl::Status& status) override;
@@ -588,7 +659,6 @@ class Worker {
 
   // Shared read buffer: reads are parsed synchronously inside the read callback, so one buffer
   // per loop serves every connection.
-  static void AllocShared(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
   char* read_buffer() { return read_buf_.get(); }
   static size_t read_buffer_size();
   // Scratch strings for TLS: plaintext gathered from several buffers, and ciphertext taken from
@@ -607,22 +677,24 @@ class Worker {
   void set_corked(Conn* c) { corked_ = c; }
   std::string& cork_buffer() { return cork_buf_; }
 
-  // Pool of write requests (with their copy buffers) to avoid per-write allocation.
-  struct WriteReq {
-    uv_write_t req;
-    Conn* owner;
-    std::string data;
-  };
+  // Pool of queued writes (with their copy buffers) to avoid per-write allocation.
   WriteReq* NewWriteReq();
   void FreeWriteReq(WriteReq* w);
 
  private:
+  // A listening socket watched by a uv_poll_t; accepts run in OnAcceptable. `retry` resumes
+  // accepting after the process ran out of file descriptors (see PauseAccepting).
   struct Listener {
-    uv_tcp_t tcp;
-    Worker* worker;
+    uv_poll_t poll;
+    uv_timer_t retry;
+    int fd = -1;  // -1 once closed
+    bool handles_open = false;
+    Worker* worker = nullptr;
     std::shared_ptr<const tls::TlsServerContext> tls;  // null = plain HTTP
   };
-  static void OnConnection(uv_stream_t* server, int status);
+  static void OnAcceptable(uv_poll_t* p, int status, int events);
+  void PauseAccepting(Listener* l, int error);
+  void CloseListener(Listener* l);
   static void OnAsync(uv_async_t* a);
   static void OnDrainDeadline(uv_timer_t* t);
   void HandleMessages();
@@ -657,6 +729,7 @@ class Worker {
   TableRef* current_ = nullptr;
   bool draining_ = false;
   bool shut_down_ = false;
+  uint64_t accept_error_logged_ms_ = 0;  // uv_now() of the last accept error logged; 0 = never
   absl::flat_hash_set<DownstreamConn*> downstreams_;
   absl::flat_hash_set<UpstreamConn*> upstreams_;
   absl::flat_hash_map<std::string, std::vector<UpstreamConn*>> idle_;
