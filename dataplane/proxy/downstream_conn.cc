@@ -815,7 +815,8 @@ bool DownstreamConn::StartUpstream(bool is_retry, bool fresh, std::string_view* 
   int err = 0;
   const char* overflow = nullptr;
   UpstreamConn* up =
-      worker_->AcquireUpstream(cl, cl.endpoints[e], state.counters, fresh, &err, &overflow);
+      worker_->AcquireUpstream(cl, cl.endpoints[e], state.pools[e], state.counters, fresh, &err,
+                               &overflow);
   if (up == nullptr) {
     WorkerStats::Add(worker_->mutable_stats().circuit_breaker_rejections);
     rq_->last_error = absl::StrCat("upstream overflow: circuit breaker ", overflow, " (per worker) ",
@@ -1044,6 +1045,11 @@ void DownstreamConn::OnUpstreamHeaders(UpstreamConn* up) {
   if (NamesOnlyHopByHopHeaders(connection_tokens)) connection_tokens = {};
   const auto& headers = up->headers();
   const auto& classes = up->header_classes();
+  // Heads read by the fast path are well-formed as received: runs of kept lines are copied as
+  // they are, one append per run instead of one per header.
+  const char* raw_end = up->raw_headers_end();
+  const char* run = nullptr;
+  const char* run_end = nullptr;
   for (size_t i = 0; i < headers.size(); ++i) {
     const auto& [name, value] = headers[i];
     uint16_t cls = classes[i];
@@ -1054,8 +1060,18 @@ void DownstreamConn::OnUpstreamHeaders(UpstreamConn* up) {
       via = value;
       continue;
     }
-    AppendHeaderLine(o, name, value);
+    if (raw_end == nullptr) {
+      AppendHeaderLine(o, name, value);
+      continue;
+    }
+    const char* line_end = i + 1 < headers.size() ? headers[i + 1].first.data() : raw_end;
+    if (run_end != name.data()) {
+      if (run != nullptr) o.append(run, static_cast<size_t>(run_end - run));
+      run = name.data();
+    }
+    run_end = line_end;
   }
+  if (run != nullptr) o.append(run, static_cast<size_t>(run_end - run));
   o.append("via: "sv);
   if (!via.empty()) {
     o.append(via.data(), via.size());

@@ -7,61 +7,68 @@ namespace flexgate::dataplane {
 using namespace std::string_view_literals;  // literal appends without strlen
 
 bool IsHopByHopHeader(std::string_view name) {
-  // Dispatch on length first: this runs for every header of every message.
-  switch (name.size()) {
-    case 2:
-      return HeaderNameEquals(name, "te");
-    case 7:
-      return HeaderNameEquals(name, "trailer") || HeaderNameEquals(name, "upgrade");
-    case 10:
-      return HeaderNameEquals(name, "connection") || HeaderNameEquals(name, "keep-alive");
-    case 17:
-      return HeaderNameEquals(name, "transfer-encoding");
-    default:
-      break;
-  }
-  return name.size() > 6 && HeaderNameEquals(name.substr(0, 6), "proxy-");
+  return (ClassifyHeader(name) & kHeaderHopByHop) != 0;
 }
 
 uint16_t ClassifyHeader(std::string_view name) {
-  uint16_t cls = IsHopByHopHeader(name) ? kHeaderHopByHop : kHeaderOther;
+  // One switch on the length, then one or two compares: this runs for every header of every
+  // message, in both directions.
+  uint16_t cls = kHeaderOther;
   switch (name.size()) {
+    case 2:
+      if (HeaderNameEquals(name, "te")) cls = kHeaderHopByHop;
+      break;
     case 3:
-      if (HeaderNameEquals(name, "via")) cls |= kHeaderVia;
+      if (HeaderNameEquals(name, "via")) cls = kHeaderVia;
       break;
     case 4:
-      if (HeaderNameEquals(name, "host")) cls |= kHeaderHost;
+      if (HeaderNameEquals(name, "host")) cls = kHeaderHost;
       break;
     case 6:
-      if (HeaderNameEquals(name, "expect")) cls |= kHeaderExpect;
+      if (HeaderNameEquals(name, "expect")) cls = kHeaderExpect;
       break;
     case 7:
-      if (HeaderNameEquals(name, "upgrade")) cls |= kHeaderUpgrade;
+      if (HeaderNameEquals(name, "upgrade")) {
+        cls = kHeaderHopByHop | kHeaderUpgrade;
+      } else if (HeaderNameEquals(name, "trailer")) {
+        cls = kHeaderHopByHop;
+      }
       break;
     case 10:
       if (HeaderNameEquals(name, "connection")) {
-        cls |= kHeaderConnection;
+        cls = kHeaderHopByHop | kHeaderConnection;
+      } else if (HeaderNameEquals(name, "keep-alive")) {
+        cls = kHeaderHopByHop;
       } else if (HeaderNameEquals(name, "tracestate")) {
-        cls |= kHeaderTracestate;
+        cls = kHeaderTracestate;
       }
       break;
     case 11:
-      if (HeaderNameEquals(name, "traceparent")) cls |= kHeaderTraceparent;
+      if (HeaderNameEquals(name, "traceparent")) cls = kHeaderTraceparent;
       break;
     case 12:
-      if (HeaderNameEquals(name, "x-request-id")) cls |= kHeaderXRequestId;
+      if (HeaderNameEquals(name, "x-request-id")) cls = kHeaderXRequestId;
       break;
     case 15:
-      if (HeaderNameEquals(name, "x-forwarded-for")) cls |= kHeaderXForwardedFor;
+      if (HeaderNameEquals(name, "x-forwarded-for")) cls = kHeaderXForwardedFor;
       break;
     case 16:
-      if (HeaderNameEquals(name, "x-forwarded-host")) cls |= kHeaderXForwardedProtoOrHost;
+      if (HeaderNameEquals(name, "x-forwarded-host")) cls = kHeaderXForwardedProtoOrHost;
       break;
     case 17:
-      if (HeaderNameEquals(name, "x-forwarded-proto")) cls |= kHeaderXForwardedProtoOrHost;
+      if (HeaderNameEquals(name, "transfer-encoding")) {
+        cls = kHeaderHopByHop;
+      } else if (HeaderNameEquals(name, "x-forwarded-proto")) {
+        cls = kHeaderXForwardedProtoOrHost;
+      }
       break;
     default:
       break;
+  }
+  // The Proxy-* family (Proxy-Connection, Proxy-Authorization, ...).
+  if (cls == kHeaderOther && name.size() > 6 && (name[0] | 0x20) == 'p' &&
+      HeaderNameEquals(name.substr(0, 6), "proxy-")) {
+    cls = kHeaderHopByHop;
   }
   return cls;
 }

@@ -36,6 +36,36 @@ inline uint8_t Class(char c) { return kCharClass[static_cast<unsigned char>(c)];
 
 inline bool IsOws(char c) { return c == ' ' || c == '\t'; }
 
+// The end of a header name starting at p: the first byte in [p, end) that is not a token
+// character, or `end`. Letters, digits and '-' (nearly every name) are checked 16 at a time.
+inline const char* FindNameEnd(const char* p, const char* end) {
+#if defined(__SSE2__)
+  const __m128i to_letters = _mm_set1_epi8(static_cast<char>(0x80 - 'a'));
+  const __m128i letters = _mm_set1_epi8(static_cast<char>(-128 + 26));
+  const __m128i to_digits = _mm_set1_epi8(static_cast<char>(0x80 - '0'));
+  const __m128i digits = _mm_set1_epi8(static_cast<char>(-128 + 10));
+  const __m128i lower = _mm_set1_epi8(0x20);
+  const __m128i dash = _mm_set1_epi8('-');
+  while (end - p >= 16) {
+    __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    // Unsigned range checks as signed compares after shifting the range to the bottom.
+    __m128i letter =
+        _mm_cmplt_epi8(_mm_add_epi8(_mm_or_si128(x, lower), to_letters), letters);
+    __m128i digit = _mm_cmplt_epi8(_mm_add_epi8(x, to_digits), digits);
+    __m128i ok = _mm_or_si128(_mm_or_si128(letter, digit), _mm_cmpeq_epi8(x, dash));
+    unsigned mask = ~static_cast<unsigned>(_mm_movemask_epi8(ok)) & 0xffffu;
+    if (mask != 0) {
+      p += __builtin_ctz(mask);
+      break;
+    }
+    p += 16;
+  }
+#endif
+  // The rest, and the other token characters ('!', '#', '_', ...), one at a time.
+  while (p < end && (Class(*p) & kToken)) ++p;
+  return p;
+}
+
 // The first byte in [p, end) that a field value or reason phrase may not hold (a control
 // character other than HTAB, or DEL), or `end`. The CR that ends a line is one of them, so this
 // finds the end of a well-formed line and any bad byte before it in one pass.
@@ -97,8 +127,7 @@ bool ParseSimpleResponseHead(std::string_view in, size_t max_head, SimpleRespons
       break;
     }
     // Name: one or more token characters, then ':' (no space before it).
-    const char* q = line;
-    while (q < end && (Class(*q) & kToken)) ++q;
+    const char* q = FindNameEnd(line, end);
     if (q == line || q >= end || *q != ':') return false;
     std::string_view name(line, static_cast<size_t>(q - line));
     ++q;

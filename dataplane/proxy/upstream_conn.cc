@@ -168,10 +168,11 @@ void UpstreamConn::SpillHead() {
 }
 
 UpstreamConn::UpstreamConn(Worker* worker, const CompiledEndpoint& endpoint,
-                           const CompiledCluster& cluster, ClusterCounters* counters)
+                           const CompiledCluster& cluster, IdleList* pool,
+                           ClusterCounters* counters)
     : Conn(worker),
       key_(endpoint.key),
-      pool_key_(endpoint.pool_key),
+      pool_(pool),
       tls_ctx_(cluster.tls),
       tls_server_name_(cluster.tls != nullptr ? endpoint.tls_server_name : std::string()),
       addr_(endpoint.addr),
@@ -423,6 +424,7 @@ bool UpstreamConn::TryFastHead(const char* data, size_t n) {
   }
   fast_ = true;
   fast_keep_alive_ = h.keep_alive;
+  raw_headers_end_ = data + h.head_size - 2;  // the blank line
   status_ = h.status;
   reason_view_ = h.reason;
   connection_header_ = h.connection;

@@ -748,6 +748,9 @@ void Worker::SwapTable(std::shared_ptr<const RouteTable> table) {
       auto& st = endpoint_states_[ep.key];
       if (!st) st = std::make_unique<EndpointState>();
       cs.endpoints.push_back(st.get());
+      auto& pool = idle_[ep.pool_key];
+      if (!pool) pool = std::make_unique<IdleList>();
+      cs.pools.push_back(pool.get());
     }
     // Start round robin at a different place on every worker so that workers do not all hit
     // the first endpoint first.
@@ -931,19 +934,16 @@ void Worker::Forget(UpstreamConn* c) {
 }
 
 UpstreamConn* Worker::AcquireUpstream(const CompiledCluster& cluster, const CompiledEndpoint& ep,
-                                      ClusterCounters* counters, bool fresh, int* connect_error,
-                                      const char** overflow) {
+                                      IdleList* pool, ClusterCounters* counters, bool fresh,
+                                      int* connect_error, const char** overflow) {
   *connect_error = 0;
   *overflow = nullptr;
-  if (!fresh) {
-    auto it = idle_.find(ep.pool_key);
-    if (it != idle_.end() && !it->second.empty()) {
-      // LIFO: the most recently used connection is the least likely to have been closed by the
-      // upstream's own idle timeout.
-      UpstreamConn* c = it->second.back();
-      it->second.pop_back();
-      return c;
-    }
+  if (!fresh && !pool->empty()) {
+    // LIFO: the most recently used connection is the least likely to have been closed by the
+    // upstream's own idle timeout.
+    UpstreamConn* c = pool->back();
+    pool->pop_back();
+    return c;
   }
   if (cluster.max_connections != 0 && counters->connections >= cluster.max_connections) {
     *overflow = "max_connections";
@@ -953,7 +953,7 @@ UpstreamConn* Worker::AcquireUpstream(const CompiledCluster& cluster, const Comp
     *overflow = "max_pending_requests";
     return nullptr;
   }
-  auto* c = new UpstreamConn(this, ep, cluster, counters);
+  auto* c = new UpstreamConn(this, ep, cluster, pool, counters);
   upstreams_.insert(c);
   WorkerStats::Add(stats_.upstream_connections_total);
   uint64_t timeout = cluster.connect_timeout_ms != 0 ? cluster.connect_timeout_ms
@@ -965,7 +965,7 @@ UpstreamConn* Worker::AcquireUpstream(const CompiledCluster& cluster, const Comp
 void Worker::ReleaseUpstream(UpstreamConn* up, bool reusable) {
   up->ClearDownstream();
   if (reusable && !draining_ && !up->exhausted() && !up->closing()) {
-    auto& list = idle_[up->pool_key()];
+    IdleList& list = *up->pool();
     if (list.size() < up->max_idle()) {
       list.push_back(up);
       up->EnterIdle();
@@ -976,9 +976,7 @@ void Worker::ReleaseUpstream(UpstreamConn* up, bool reusable) {
 }
 
 void Worker::RemoveIdle(UpstreamConn* up) {
-  auto it = idle_.find(up->pool_key());
-  if (it == idle_.end()) return;
-  auto& v = it->second;
+  IdleList& v = *up->pool();
   for (size_t i = 0; i < v.size(); ++i) {
     if (v[i] == up) {
       v.erase(v.begin() + static_cast<std::ptrdiff_t>(i));

@@ -102,6 +102,10 @@ struct HealthSnapshot {
   static std::string Key(std::string_view cluster, std::string_view endpoint_key);
 };
 
+// Idle keep-alive connections to one endpoint (one pool key), most recently used last. Owned by
+// the Worker and never freed before it, so tables and connections keep plain pointers to it.
+using IdleList = std::vector<UpstreamConn*>;
+
 // Per-worker, per-table mutable load-balancing state and a plain reference count: requests pin
 // the table they started with without touching the shared_ptr's atomic count.
 struct TableRef {
@@ -111,6 +115,7 @@ struct TableRef {
     ClusterCounters* counters = nullptr;     // owned by the Worker
     std::vector<EndpointState*> endpoints;   // owned by the Worker, parallel to `active`
     std::vector<uint8_t> unhealthy;          // active health check verdicts, parallel too
+    std::vector<IdleList*> pools;            // owned by the Worker, parallel too
   };
   std::shared_ptr<const RouteTable> table;
   std::vector<ClusterState> clusters;
@@ -286,7 +291,7 @@ class UpstreamConn final : public Conn {
   enum class FailureKind : uint8_t { kNone, kConnect, kReset, kProtocol };
 
   UpstreamConn(Worker* worker, const CompiledEndpoint& endpoint, const CompiledCluster& cluster,
-               ClusterCounters* counters);
+               IdleList* pool, ClusterCounters* counters);
 
   // Starts the non-blocking connect; an error status if it could not even start. Writes may be
   // queued right away: the connection holds them until it is established.
@@ -308,7 +313,7 @@ class UpstreamConn final : public Conn {
   void ShutdownThenClose();
 
   const std::string& key() const { return key_; }
-  const std::string& pool_key() const { return pool_key_; }
+  IdleList* pool() const { return pool_; }
   bool reused() const { return requests_ > 1; }
   bool idle() const { return idle_; }
   uint32_t max_idle() const { return max_idle_; }
@@ -327,6 +332,10 @@ class UpstreamConn final : public Conn {
   }
   // ClassifyHeader() of each header, parallel to headers().
   const std::vector<uint16_t>& header_classes() const { return header_classes_; }
+  // Fast-path heads only (else null): where the last header line ends. The header lines are
+  // then contiguous and well-formed as received, line i running from headers()[i].first.data()
+  // to the next line's name (or to this), so kept runs of them can be forwarded verbatim.
+  const char* raw_headers_end() const { return fast_ ? raw_headers_end_ : nullptr; }
   // The Connection and Upgrade values (the last of each), empty when absent.
   std::string_view connection_header() const { return connection_header_; }
   std::string_view upgrade_header() const { return upgrade_header_; }
@@ -361,7 +370,7 @@ class UpstreamConn final : public Conn {
   // instead: there are many more of them, and most are idle.)
   uv_timer_t timer_;
   std::string key_;
-  std::string pool_key_;
+  IdleList* pool_;  // where this connection waits while idle (owned by the Worker)
   std::shared_ptr<const tls::TlsClientContext> tls_ctx_;  // TLS clusters only
   std::string tls_server_name_;
   sockaddr_storage addr_;
@@ -418,6 +427,7 @@ class UpstreamConn final : public Conn {
   // started, or anything after an interim response, stays with llhttp).
   bool fast_ = false;             // the current response's head was parsed by the fast path
   bool fast_keep_alive_ = false;
+  const char* raw_headers_end_ = nullptr;  // valid during OnUpstreamHeaders only
   bool in_fast_body_ = false;
   bool llhttp_mid_message_ = false;
   uint64_t fast_body_left_ = 0;
@@ -637,8 +647,8 @@ class Worker {
   // Returns nullptr (with *overflow naming the limit) when no idle connection is available and
   // a circuit breaker (max_connections, max_pending_requests) forbids a new one.
   UpstreamConn* AcquireUpstream(const CompiledCluster& cluster, const CompiledEndpoint& ep,
-                                ClusterCounters* counters, bool fresh, int* connect_error,
-                                const char** overflow);
+                                IdleList* pool, ClusterCounters* counters, bool fresh,
+                                int* connect_error, const char** overflow);
   // Returns an exchange's connection: pooled when `reusable`, else closed.
   void ReleaseUpstream(UpstreamConn* up, bool reusable);
   void RemoveIdle(UpstreamConn* up);
@@ -732,7 +742,8 @@ class Worker {
   uint64_t accept_error_logged_ms_ = 0;  // uv_now() of the last accept error logged; 0 = never
   absl::flat_hash_set<DownstreamConn*> downstreams_;
   absl::flat_hash_set<UpstreamConn*> upstreams_;
-  absl::flat_hash_map<std::string, std::vector<UpstreamConn*>> idle_;
+  // Keyed by pool key; looked up when a table is installed, not per request (TableRef pools).
+  absl::flat_hash_map<std::string, std::unique_ptr<IdleList>> idle_;
   // State that outlives table swaps; entries are never erased while the worker runs, so the
   // raw pointers held by TableRefs and connections stay valid.
   absl::flat_hash_map<std::string, std::unique_ptr<EndpointState>> endpoint_states_;
