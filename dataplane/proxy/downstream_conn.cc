@@ -1032,24 +1032,31 @@ void DownstreamConn::OnUpstreamHeaders(UpstreamConn* up) {
   const CompiledHeaderEdits& edits = rq_->route->response_headers;
   std::string& o = worker_->out_scratch();
   o.clear();
-  o.append("HTTP/1.1 "sv);
-  AppendDecimal(o, static_cast<uint64_t>(status));
-  o.push_back(' ');
+  // A fast-path head's status line is already what this proxy would write ("HTTP/1.1 NNN
+  // reason" with a reason): it starts the first run of received lines copied below.
+  const char* raw_end = up->raw_headers_end();
+  const char* run = nullptr;
+  const char* run_end = nullptr;
   std::string_view reason = up->reason();
-  if (reason.empty()) reason = ReasonPhrase(status);
-  o.append(reason.data(), reason.size());
-  o.append("\r\n"sv);
+  if (raw_end != nullptr && !reason.empty()) {
+    run = up->raw_head_begin();
+    run_end = reason.data() + reason.size() + 2;
+  } else {
+    o.append("HTTP/1.1 "sv);
+    AppendDecimal(o, static_cast<uint64_t>(status));
+    o.push_back(' ');
+    if (reason.empty()) reason = ReasonPhrase(status);
+    o.append(reason.data(), reason.size());
+    o.append("\r\n"sv);
+  }
   // One pass: each header's class was found once, when the upstream's parser completed the head.
   std::string_view connection_tokens = up->connection_header(), via;
   std::string_view upgrade = up->upgrade_header();
   if (NamesOnlyHopByHopHeaders(connection_tokens)) connection_tokens = {};
   const auto& headers = up->headers();
   const auto& classes = up->header_classes();
-  // Heads read by the fast path are well-formed as received: runs of kept lines are copied as
-  // they are, one append per run instead of one per header.
-  const char* raw_end = up->raw_headers_end();
-  const char* run = nullptr;
-  const char* run_end = nullptr;
+  // Lines of a fast-path head that are already in this proxy's form ("name: value") are copied
+  // as received, one append per run of them instead of one per header.
   for (size_t i = 0; i < headers.size(); ++i) {
     const auto& [name, value] = headers[i];
     uint16_t cls = classes[i];
@@ -1060,7 +1067,10 @@ void DownstreamConn::OnUpstreamHeaders(UpstreamConn* up) {
       via = value;
       continue;
     }
-    if (raw_end == nullptr) {
+    if (raw_end == nullptr || !(cls & kHeaderLineCanonical)) {
+      // Parsed by llhttp, or spaced differently: written afresh, in this proxy's form.
+      if (run != nullptr) o.append(run, static_cast<size_t>(run_end - run));
+      run = run_end = nullptr;
       AppendHeaderLine(o, name, value);
       continue;
     }

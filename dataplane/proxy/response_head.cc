@@ -171,6 +171,10 @@ bool ParseSimpleResponseHead(std::string_view in, size_t max_head, SimpleRespons
       have_length = true;
     }
     headers->emplace_back(name, value);
+    if (value_begin == name.data() + name.size() + 2 && value_begin[-1] == ' ' &&
+        value_end == eol) {
+      cls |= kHeaderLineCanonical;
+    }
     classes->push_back(cls);
   }
   if (!have_length) return false;

@@ -28,7 +28,8 @@ struct SimpleResponseHead {
 
 // Parses the head at the start of `in`. On success fills `out` and replaces the contents of
 // `headers` (views into `in`, values trimmed of surrounding spaces and tabs) and `classes`
-// (ClassifyHeader of each name). Declines (false; the outputs are then unspecified) when the head
+// (ClassifyHeader of each name, plus kHeaderLineCanonical on lines written exactly as
+// "name: value" CRLF). Declines (false; the outputs are then unspecified) when the head
 // is incomplete, longer than `max_head`, or anything but:
 //   "HTTP/1.1 " three digits (200..599 except 204 and 304) " " reason CRLF
 //   then header lines "token:" OWS value OWS CRLF (value bytes: HTAB, SP, VCHAR, obs-text),

@@ -424,6 +424,7 @@ bool UpstreamConn::TryFastHead(const char* data, size_t n) {
   }
   fast_ = true;
   fast_keep_alive_ = h.keep_alive;
+  raw_head_begin_ = data;
   raw_headers_end_ = data + h.head_size - 2;  // the blank line
   status_ = h.status;
   reason_view_ = h.reason;

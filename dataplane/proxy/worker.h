@@ -336,6 +336,9 @@ class UpstreamConn final : public Conn {
   // then contiguous and well-formed as received, line i running from headers()[i].first.data()
   // to the next line's name (or to this), so kept runs of them can be forwarded verbatim.
   const char* raw_headers_end() const { return fast_ ? raw_headers_end_ : nullptr; }
+  // Fast-path heads only: the first byte of the status line, which runs up to the reason's
+  // CRLF.
+  const char* raw_head_begin() const { return fast_ ? raw_head_begin_ : nullptr; }
   // The Connection and Upgrade values (the last of each), empty when absent.
   std::string_view connection_header() const { return connection_header_; }
   std::string_view upgrade_header() const { return upgrade_header_; }
@@ -427,6 +430,7 @@ class UpstreamConn final : public Conn {
   // started, or anything after an interim response, stays with llhttp).
   bool fast_ = false;             // the current response's head was parsed by the fast path
   bool fast_keep_alive_ = false;
+  const char* raw_head_begin_ = nullptr;   // valid during OnUpstreamHeaders only
   const char* raw_headers_end_ = nullptr;  // valid during OnUpstreamHeaders only
   bool in_fast_body_ = false;
   bool llhttp_mid_message_ = false;

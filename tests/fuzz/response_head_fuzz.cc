@@ -22,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "dataplane/proxy/http_util.h"
 #include "dataplane/proxy/response_head.h"
 
 namespace {
@@ -109,6 +110,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.pop_back();
     if (r.headers[i].first != headers[i].first) Mismatch("a header name", in);
     if (value != headers[i].second) Mismatch("a header value", in);
+    // A line flagged canonical is forwarded as received: it must be exactly "name: value" CRLF.
+    if (classes[i] & flexgate::dataplane::kHeaderLineCanonical) {
+      std::string line = std::string(headers[i].first) + ": " + std::string(headers[i].second) +
+                         "\r\n";
+      size_t at = static_cast<size_t>(headers[i].first.data() - in.data());
+      if (in.substr(at, line.size()) != line) Mismatch("a line flagged canonical", in);
+    }
   }
   if (!(r.flags & F_CONTENT_LENGTH) || r.content_length != fast.content_length) {
     Mismatch("the content length", in);

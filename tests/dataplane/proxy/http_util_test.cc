@@ -68,3 +68,42 @@ TEST_CASE("Connection value helpers") {
 
 }  // namespace
 }  // namespace flexgate::dataplane
+
+namespace flexgate::dataplane {
+namespace {
+
+bool ReferenceEquals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    auto lower = [](unsigned char c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; };
+    if (lower(static_cast<unsigned char>(a[i])) != lower(static_cast<unsigned char>(b[i]))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+TEST_CASE("HeaderNameEquals is exactly ASCII case-insensitive equality") {
+  // Every byte value against every other, in each position of a 9-byte string (one 8-byte word
+  // and one byte after it), padded with text that matches: the word-wise path and the tail both
+  // see every pair, including the ones that differ only in bit 0x20 ('@'/'`', '['/'{', 0x0d/'-',
+  // 0xc1/0xe1, ...).
+  int mismatches = 0;
+  for (size_t pos : {size_t{0}, size_t{5}, size_t{7}, size_t{8}}) {
+    for (int x = 0; x < 256; ++x) {
+      for (int y = 0; y < 256; ++y) {
+        std::string a = "Content-T", b = "cONTENT-t";
+        a[pos] = static_cast<char>(x);
+        b[pos] = static_cast<char>(y);
+        if (HeaderNameEquals(a, b) != ReferenceEquals(a, b)) ++mismatches;
+      }
+    }
+  }
+  CHECK(mismatches == 0);
+  CHECK(HeaderNameEquals("Transfer-Encoding", "transfer-encoding"));
+  CHECK_FALSE(HeaderNameEquals("Transfer-Encodinf", "transfer-encoding"));
+  CHECK_FALSE(HeaderNameEquals("transfer-encoding", "transfer-encodin"));
+}
+
+}  // namespace
+}  // namespace flexgate::dataplane

@@ -23,10 +23,12 @@ std::string Pattern(size_t n) {
 TEST_CASE("an upstream response head that arrives over many reads is forwarded intact") {
   // The proxy keeps a response head that fits one read as views into that read's buffer and
   // copies it only when a read ends inside the head: cut the head into pieces of every small
-  // size, so that the cut falls inside the reason phrase, names, values and separators.
+  // size, so that the cut falls inside the reason phrase, names, values and separators. The
+  // last step sends the response in one piece, so the fast path (whole head in one read,
+  // received lines forwarded in runs) must produce the same head.
   ProxyEnv env;
   HttpClient c = env.Client();
-  for (int step : {1, 2, 3, 5, 7, 11, 64}) {
+  for (int step : {1, 2, 3, 5, 7, 11, 64, 4096}) {
     INFO("step " << step);
     auto r = c.Get("/trickle?step=" + std::to_string(step));
     REQUIRE(r.ok());
@@ -46,8 +48,8 @@ TEST_CASE("an upstream response head that arrives over many reads is forwarded i
       if (name == "via") continue;
       got.emplace_back(name, value);
     }
-    CHECK(got == want);
-    CHECK(r->Header("via") == "1.1 flexgate");
+    CHECK(got == want);  // no keep-alive or connection line: hop-by-hop
+    CHECK(r->Header("via") == "1.0 origin, 1.1 flexgate");
   }
   // The connection and the upstream's keep-alive connection are still good.
   auto r = c.Get("/after");

@@ -54,9 +54,10 @@ TEST_CASE("fast path reads a typical upstream head") {
   CHECK(p.headers[1].second == "Sun, 22 Nov 2026 12:45:54 GMT");
   CHECK(p.headers[3] == std::pair<std::string_view, std::string_view>("Content-Length", "1024"));
   REQUIRE(p.classes.size() == 5);
-  CHECK(p.classes[4] == ClassifyHeader("Connection"));
+  CHECK(p.classes[4] == (ClassifyHeader("Connection") | kHeaderLineCanonical));
   CHECK((p.classes[4] & kHeaderConnection) != 0);
-  CHECK(p.classes[0] == kHeaderOther);
+  CHECK(p.classes[0] == kHeaderLineCanonical);
+  for (uint16_t cls : p.classes) CHECK((cls & kHeaderLineCanonical) != 0);
 }
 
 TEST_CASE("fast path trims values and keeps what a value may hold") {
@@ -81,6 +82,16 @@ TEST_CASE("fast path trims values and keeps what a value may hold") {
   CHECK(p.headers[1].second == "caf\xe9");
   CHECK(p.headers[2].second.empty());
   CHECK((p.classes[3] & kHeaderHopByHop) != 0);  // Keep-Alive: accepted, dropped downstream
+  // Only lines written exactly as "name: value" may be forwarded as received.
+  CHECK_FALSE(p.classes[0] & kHeaderLineCanonical);  // extra and trailing whitespace
+  CHECK(p.classes[1] & kHeaderLineCanonical);
+  CHECK_FALSE(p.classes[2] & kHeaderLineCanonical);  // "X-Empty:" without the space
+  CHECK_FALSE(Parse("HTTP/1.1 200 OK\r\nA:b\r\nContent-Length: 0\r\n\r\n").classes[0] &
+              kHeaderLineCanonical);
+  CHECK_FALSE(Parse("HTTP/1.1 200 OK\r\nA: b \r\nContent-Length: 0\r\n\r\n").classes[0] &
+              kHeaderLineCanonical);
+  CHECK_FALSE(Parse("HTTP/1.1 200 OK\r\nA:\tb\r\nContent-Length: 0\r\n\r\n").classes[0] &
+              kHeaderLineCanonical);
 }
 
 TEST_CASE("fast path declines every incomplete head") {

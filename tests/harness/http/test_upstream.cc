@@ -223,10 +223,14 @@ void Respond(UpConn* c) {
     s->health_requests.fetch_add(1);
     body = absl::StrCat(name, " health ", status, "\n");
   } else if (path == "/trickle") {
-    // A head with repeated and empty values and an odd reason phrase, so that a proxy that
-    // reassembles a head from several reads has something to get wrong.
+    // A head with repeated and empty values, odd spacing, hop-by-hop and Via lines between the
+    // others, and an odd reason phrase, so that a proxy that reassembles a head from several
+    // reads, or forwards runs of received lines, has something to get wrong.
     status = 299;
-    extra += "x-one: first value\r\nx-empty:\r\nx-two: second, value\r\nx-one: again\r\n";
+    extra +=
+        "x-one: first value\r\nkeep-alive: timeout=5\r\nx-empty:\r\n"
+        "x-two:\t second, value \r\nvia: 1.0 origin\r\nx-one: again\r\n"
+        "connection: keep-alive\r\n";
     body = "trickled body\n";
   } else if (path == "/headers") {
     body = c->head;
