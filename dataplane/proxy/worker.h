@@ -134,8 +134,9 @@ struct WriteReq {
 // Base of both connection kinds: a non-blocking TCP socket watched by a uv_poll_t (and whatever
 // handles a subclass adds, counted in open_handles_), freed in the last close callback.
 //
-// Socket I/O is the connection's own rather than a libuv stream's: one recv(2) per readiness
-// event into the worker's shared read buffer, send(2)/sendmsg(2) first and a per-connection
+// Socket I/O is the connection's own rather than a libuv stream's: edge-triggered readiness
+// (see EdgeTriggered in worker.cc), one recv(2) per readiness event (more only while reads fill
+// the buffer) into the worker's shared read buffer, send(2)/sendmsg(2) first and a per-connection
 // queue only for what the kernel does not take, all through raw system calls. glibc's
 // read/recv/send wrappers are cancellation points, which in a multi-threaded process cost two
 // locked atomic operations per call, and read(2) takes the file position lock that recv(2)

@@ -74,15 +74,7 @@ bool IsBigBody(const std::string& body, size_t kb) {
 class RawListener {
  public:
   RawListener() {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0);
-    REQUIRE(::listen(fd_, 16) == 0);
-    socklen_t len = sizeof(a);
-    REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) == 0);
-    port_ = ntohs(a.sin_port);
+    fd_ = ListenLoopback(16, &port_, SOCK_STREAM | SOCK_CLOEXEC);
   }
   ~RawListener() { ::close(fd_); }
   RawListener(const RawListener&) = delete;

@@ -68,21 +68,31 @@ routes:
   - { name: all, match: { path: { prefix: / } }, cluster: c0 }
 )";
 
+// A listening socket on 127.0.0.1 and a free port (stored in *port), with the given backlog.
+inline int ListenLoopback(int backlog, uint16_t* port, int type = SOCK_STREAM) {
+  int fd = ::socket(AF_INET, type, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0);
+  REQUIRE(::listen(fd, backlog) == 0);
+  socklen_t len = sizeof(a);
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+  *port = ntohs(a.sin_port);
+  return fd;
+}
+
 // A loopback listener whose accept queue is full: the kernel drops further SYNs, so a connect to
 // it stays pending until the connector's own timeout. (Outside addresses are no good for this:
 // sandboxes may intercept them.) Closes everything it opened on destruction.
 class BlackholeListener {
  public:
   BlackholeListener() {
-    listen_fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    listen_fd_ = ListenLoopback(0, &port_);
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0);
-    REQUIRE(::listen(listen_fd_, 0) == 0);
-    socklen_t len = sizeof(a);
-    REQUIRE(::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len) == 0);
-    port_ = ntohs(a.sin_port);
+    a.sin_port = htons(port_);
     for (int i = 0; i < 3; ++i) {
       int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
       ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
