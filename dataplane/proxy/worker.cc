@@ -258,7 +258,9 @@ void Conn::ReadStop() {
 
 void Conn::UpdatePoll() {
   if (in_poll_ || closing_ || fd_ < 0) return;
-  int want = reading_ ? UV_READABLE : 0;
+  // UV_DISCONNECT (EPOLLRDHUP): with edge-triggered polling, a FIN that arrived together with
+  // the last bytes raises no edge of its own after they are read; this says it is there.
+  int want = reading_ ? UV_READABLE | UV_DISCONNECT : 0;
   if (connecting_ || queue_head_ != nullptr || shutdown_pending_) want |= UV_WRITABLE;
   if (want == poll_events_) return;
   poll_events_ = want;
@@ -281,10 +283,10 @@ void Conn::HandlePoll(int status, int events) {
     // POLLERR: libuv has stopped the handle and reports UV_EBADF instead of the socket's
     // error. The calls below (connect check, recv, send) fetch the real error.
     poll_events_ = 0;
-    events = UV_READABLE | UV_WRITABLE;
+    events = UV_READABLE | UV_WRITABLE | UV_DISCONNECT;
   } else if (events == 0) {
     // POLLHUP alone (no direction to report): the next call on the socket says what happened.
-    events = UV_READABLE | UV_WRITABLE;
+    events = UV_READABLE | UV_WRITABLE | UV_DISCONNECT;
   }
   // Callbacks below may start or stop reading and queue writes; the poll handle is updated
   // once, at the end.
@@ -293,25 +295,29 @@ void Conn::HandlePoll(int status, int events) {
     if (events & UV_WRITABLE) FinishConnect();
   } else {
     // Read before write, as libuv streams do.
-    if ((events & UV_READABLE) && reading_) ReadOnce();
+    if ((events & (UV_READABLE | UV_DISCONNECT)) && reading_) {
+      ReadOnce((events & UV_DISCONNECT) != 0);
+    }
     if (!closing_ && (events & UV_WRITABLE)) FlushQueue();
   }
   in_poll_ = false;
   UpdatePoll();
 }
 
-void Conn::ReadOnce() {
+void Conn::ReadOnce(bool to_end) {
   // One recv per readiness event unless it filled the buffer: a short read means the socket is
   // drained (the next byte to arrive raises a new edge), while a full one may have left more
   // behind, which an edge-triggered poll would not report again. Reading on until EAGAIN would
-  // cost one more system call per request.
+  // cost one more system call per request. `to_end`: the peer has shut down its side, so the
+  // reads go on to the end of the stream, which raises no further edge.
   char* buf = worker_->read_buffer();
   const size_t size = Worker::read_buffer_size();
   uv_buf_t b = uv_buf_init(buf, static_cast<unsigned>(size));
   ssize_t n;
   while ((n = SysRecv(fd_, buf, size)) > 0) {
     OnRead(n, &b);
-    if (static_cast<size_t>(n) < size || !reading_ || closing_) return;
+    if (!reading_ || closing_) return;
+    if (static_cast<size_t>(n) < size && !to_end) return;
   }
   int err = n == 0 ? UV_EOF : uv_translate_sys_error(errno);
   if (err == UV_EAGAIN) return;

@@ -260,7 +260,7 @@ class Conn {
   // Asks libuv for the events the connection's state needs (a no-op when they are unchanged:
   // every uv_poll_start/stop costs epoll_ctl calls). Deferred while HandlePoll runs.
   void UpdatePoll();
-  void ReadOnce();
+  void ReadOnce(bool to_end);
   void FinishConnect();
   // Sends from the queue until it is empty or the socket is full; runs OnWriteDone for every
   // write completed, and the pending shutdown once the queue is empty.

@@ -366,5 +366,24 @@ TEST_CASE("out of file descriptors, a listener pauses instead of spinning and se
   CHECK(env.proxy().CollectStats().downstream_connections_total == accepted + 1);
 }
 
+TEST_CASE("a request followed at once by the client's FIN is answered and the connection closed") {
+  // The FIN usually arrives together with the request, before the proxy reads: an edge-triggered
+  // poll then reports no new edge for it after the request is read, and only the peer-closed
+  // flag of that event says that the stream has ended.
+  ProxyEnv env;
+  for (int i = 0; i < 50; ++i) {
+    INFO("attempt " << i);
+    HttpClient c = env.Client();
+    REQUIRE(c.SendRaw("GET /fin HTTP/1.1\r\nHost: localhost\r\n\r\n").ok());
+    c.ShutdownWrite();
+    auto r = c.ReadResponse();
+    REQUIRE(r.ok());
+    CHECK(r->status == 200);
+    REQUIRE(c.WaitForClose(absl::Seconds(3)));
+  }
+  CHECK(WaitUntil([&] { return env.proxy().CollectStats().downstream_connections_active == 0; }));
+}
+
 }  // namespace
 }  // namespace flexgate::dataplane::test
+
