@@ -1039,8 +1039,9 @@ void DownstreamConn::OnUpstreamHeaders(UpstreamConn* up) {
   const char* run_end = nullptr;
   std::string_view reason = up->reason();
   if (raw_end != nullptr && !reason.empty()) {
-    run = up->raw_head_begin();
-    run_end = reason.data() + reason.size() + 2;
+    std::string_view status_line = up->raw_status_line();
+    run = status_line.data();
+    run_end = run + status_line.size();
   } else {
     o.append("HTTP/1.1 "sv);
     AppendDecimal(o, static_cast<uint64_t>(status));

@@ -138,9 +138,9 @@ bool ParseSimpleResponseHead(std::string_view in, size_t max_head, SimpleRespons
     const char* value_end = eol;
     while (value_end > value_begin && IsOws(value_end[-1])) --value_end;
     std::string_view value(value_begin, static_cast<size_t>(value_end - value_begin));
+    // A next line that starts with a space or tab (obs-fold) has no token to start its name,
+    // so the name check below declines it and llhttp decides.
     line = eol + 2;
-    // A line that starts with a space or tab continues this one (obs-fold): llhttp decides.
-    if (line < end && IsOws(*line)) return false;
 
     // llhttp reads the values of these two headers itself and ends a number or a token at a
     // space only: a tab inside or after one makes it read the value differently.

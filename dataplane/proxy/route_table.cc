@@ -12,6 +12,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "dataplane/proxy/http_util.h"
 #include "common/tls/tls.h"
 #include "re2/re2.h"
 
@@ -21,10 +22,6 @@ namespace {
 using flexgate::v1::Config;
 
 absl::string_view AV(std::string_view s) { return absl::string_view(s.data(), s.size()); }
-
-bool IEquals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && absl::EqualsIgnoreCase(AV(a), AV(b));
-}
 
 uint64_t DurationMs(const google::protobuf::Duration& d) {
   int64_t ms = d.seconds() * 1000 + d.nanos() / 1000000;
@@ -158,10 +155,10 @@ void CompileEdits(const flexgate::v1::HeaderEdits& in, CompiledHeaderEdits* out)
 
 bool CompiledHeaderEdits::Drops(std::string_view name) const {
   for (const auto& r : remove) {
-    if (IEquals(r, name)) return true;
+    if (HeaderNameEquals(r, name)) return true;
   }
   for (const auto& s : set) {
-    if (IEquals(s.first, name)) return true;
+    if (HeaderNameEquals(s.first, name)) return true;
   }
   return false;
 }
@@ -278,7 +275,7 @@ bool RouteTable::Verify(const CompiledRoute& route, const RouteRequest& request)
   for (const auto& hm : route.headers) {
     const std::string_view* value = nullptr;
     for (const auto& h : request.headers) {
-      if (IEquals(h.first, hm.name)) {
+      if (HeaderNameEquals(h.first, hm.name)) {
         value = &h.second;
         break;
       }

@@ -280,7 +280,7 @@ void UpstreamConn::Attach(DownstreamConn* down, bool head_request, bool upgrade)
   interim_ = false;
   eof_body_ = false;
   fast_ = false;
-  in_fast_body_ = false;
+  fast_body_left_ = 0;
   ++requests_;
 }
 
@@ -380,7 +380,7 @@ void UpstreamConn::OnData(ssize_t nread, const char* data) {
       if (c != nullptr) c->Uncork();
     }
   } cork{down_->Cork() ? down_ : nullptr};
-  if (in_fast_body_) {
+  if (fast_body_left_ != 0) {
     OnFastBody(data, static_cast<size_t>(nread));
     return;
   }
@@ -435,7 +435,6 @@ bool UpstreamConn::TryFastHead(const char* data, size_t n) {
   down_->OnUpstreamHeaders(this);
   // The downstream side may have dropped this connection (to retry elsewhere).
   if (closing_) return true;
-  in_fast_body_ = true;
   fast_body_left_ = h.content_length;
   OnFastBody(data + h.head_size, n - h.head_size);
   return true;
@@ -449,7 +448,6 @@ void UpstreamConn::OnFastBody(const char* data, size_t n) {
     if (closing_) return;
   }
   if (fast_body_left_ != 0) return;
-  in_fast_body_ = false;
   // Bytes after the body were not asked for: the connection is not reused (as with llhttp).
   HandleMessageComplete(take == n);
 }

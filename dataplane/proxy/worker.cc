@@ -693,7 +693,6 @@ absl::Status Worker::AddListener(int fd, std::shared_ptr<const tls::TlsServerCon
   l->poll.data = l.get();
   uv_timer_init(&loop_, &l->retry);
   l->retry.data = l.get();
-  l->handles_open = true;
   uv_poll_start(&l->poll, UV_READABLE, OnAcceptable);
   // The memory must outlive the handles' close callbacks: listeners_ lives as long as the
   // worker.
@@ -702,8 +701,7 @@ absl::Status Worker::AddListener(int fd, std::shared_ptr<const tls::TlsServerCon
 }
 
 void Worker::CloseListener(Listener* l) {
-  if (!l->handles_open) return;
-  l->handles_open = false;
+  if (l->fd < 0) return;
   uv_close(reinterpret_cast<uv_handle_t*>(&l->poll), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&l->retry), nullptr);
   ::close(l->fd);

@@ -135,8 +135,8 @@ struct WriteReq {
 // handles a subclass adds, counted in open_handles_), freed in the last close callback.
 //
 // Socket I/O is the connection's own rather than a libuv stream's: edge-triggered readiness
-// (see EdgeTriggered in worker.cc), one recv(2) per readiness event (more only while reads fill
-// the buffer) into the worker's shared read buffer, send(2)/sendmsg(2) first and a per-connection
+// (see EdgeTriggered in worker.cc), one recv(2) per readiness event (more while reads fill the
+// buffer, or to the end of the stream once the peer has shut down its side) into the worker's shared read buffer, send(2)/sendmsg(2) first and a per-connection
 // queue only for what the kernel does not take, all through raw system calls. glibc's
 // read/recv/send wrappers are cancellation points, which in a multi-threaded process cost two
 // locked atomic operations per call, and read(2) takes the file position lock that recv(2)
@@ -337,9 +337,13 @@ class UpstreamConn final : public Conn {
   // then contiguous and well-formed as received, line i running from headers()[i].first.data()
   // to the next line's name (or to this), so kept runs of them can be forwarded verbatim.
   const char* raw_headers_end() const { return fast_ ? raw_headers_end_ : nullptr; }
-  // Fast-path heads only: the first byte of the status line, which runs up to the reason's
-  // CRLF.
-  const char* raw_head_begin() const { return fast_ ? raw_head_begin_ : nullptr; }
+  // Fast-path heads only (else empty): the status line as received, CRLF included. It ends
+  // where the first header line starts (a fast-path head has at least Content-Length).
+  std::string_view raw_status_line() const {
+    if (!fast_) return {};
+    return std::string_view(raw_head_begin_,
+                            static_cast<size_t>(header_views_[0].first.data() - raw_head_begin_));
+  }
   // The Connection and Upgrade values (the last of each), empty when absent.
   std::string_view connection_header() const { return connection_header_; }
   std::string_view upgrade_header() const { return upgrade_header_; }
@@ -433,9 +437,8 @@ class UpstreamConn final : public Conn {
   bool fast_keep_alive_ = false;
   const char* raw_head_begin_ = nullptr;   // valid during OnUpstreamHeaders only
   const char* raw_headers_end_ = nullptr;  // valid during OnUpstreamHeaders only
-  bool in_fast_body_ = false;
   bool llhttp_mid_message_ = false;
-  uint64_t fast_body_left_ = 0;
+  uint64_t fast_body_left_ = 0;  // body bytes still to come; nonzero only inside a fast body
 };
 
 // The parser and buffers of the request in progress on a DownstreamConn. Taken from a per-worker
@@ -702,8 +705,7 @@ class Worker {
   struct Listener {
     uv_poll_t poll;
     uv_timer_t retry;
-    int fd = -1;  // -1 once closed
-    bool handles_open = false;
+    int fd = -1;  // -1 until the handles are open, and again once they are closed
     Worker* worker = nullptr;
     std::shared_ptr<const tls::TlsServerContext> tls;  // null = plain HTTP
   };

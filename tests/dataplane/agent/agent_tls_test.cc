@@ -35,11 +35,34 @@ std::string WebConfig(uint16_t port) {
          " }]\nroutes:\n  - { name: all, match: { path: { prefix: / } }, cluster: web }\n";
 }
 
+// Creates and starts the agent; the test stops with the reason otherwise.
+std::unique_ptr<Agent> StartAgent(const AgentOptions& options) {
+  auto agent = Agent::Create(options);
+  INFO(agent.status().ToString());
+  REQUIRE(agent.ok());
+  absl::Status started = (*agent)->Start();
+  INFO(started.ToString());
+  REQUIRE(started.ok());
+  return *std::move(agent);
+}
+
 AgentOptions Parse(const std::vector<std::string>& args) {
   auto o = ParseAgentFlags(args, [](const char*) -> const char* { return nullptr; });
   INFO(o.status().ToString());
   REQUIRE(o.ok());
   return *o;
+}
+
+// Writes a config that sends every path to the upstream on `upstream_port` and a bootstrap with
+// `listeners` (YAML list items) and an admin address on port 0, and parses the flags an operator
+// would pass for them.
+AgentOptions BootstrapOptions(const TempDir& dir, uint16_t upstream_port,
+                              const std::string& listeners, const std::string& workers) {
+  Write(dir.file("config.yaml"), WebConfig(upstream_port));
+  Write(dir.file("bootstrap.yaml"),
+        "listeners:\n" + listeners + "admin_address: \"127.0.0.1:0\"\n");
+  return Parse({"--bootstrap", dir.file("bootstrap.yaml"), "--config", dir.file("config.yaml"),
+                "--workers", workers});
 }
 
 TEST_CASE("a bootstrap listener with TLS starts and serves HTTPS by SNI") {
@@ -53,9 +76,8 @@ TEST_CASE("a bootstrap listener with TLS starts and serves HTTPS by SNI") {
   REQUIRE(up.ok());
 
   TempDir dir;
-  Write(dir.file("config.yaml"), WebConfig((*up)->port()));
-  Write(dir.file("bootstrap.yaml"),
-        "listeners:\n"
+  AgentOptions options = BootstrapOptions(
+      dir, (*up)->port(),
         "  - name: https\n"
         "    address: \"127.0.0.1:0\"\n"
         "    tls:\n"
@@ -64,25 +86,18 @@ TEST_CASE("a bootstrap listener with TLS starts and serves HTTPS by SNI") {
             "\", key_file: \"" + api->key_file + "\" }\n"
         "        - { server_names: [\"*.example.org\"], cert_file: \"" + org->cert_file +
             "\", key_file: \"" + org->key_file + "\" }\n"
-        "  - { name: http, address: \"127.0.0.1:0\" }\n"
-        "admin_address: \"127.0.0.1:0\"\n");
-  AgentOptions options = Parse({"--bootstrap", dir.file("bootstrap.yaml"), "--config",
-                                dir.file("config.yaml"), "--workers", "2"});
+        "  - { name: http, address: \"127.0.0.1:0\" }\n",
+      "2");
   REQUIRE(options.listen_addresses.size() == 2);
   REQUIRE(options.listener_tls.size() == 2);
   CHECK(options.listener_tls[0].size() == 2);
   CHECK(options.listener_tls[1].empty());
-
-  auto agent = Agent::Create(options);
-  REQUIRE(agent.ok());
-  absl::Status started = (*agent)->Start();
-  INFO(started.ToString());
-  REQUIRE(started.ok());
+  auto agent = StartAgent(options);
 
   TlsTestClientOptions topts;
   topts.ca_file = (*pki)->ca_file();
   topts.sni = "api.example.com";
-  auto c = TlsTestClient::Connect("127.0.0.1", (*agent)->proxy_port(0), topts);
+  auto c = TlsTestClient::Connect("127.0.0.1", agent->proxy_port(0), topts);
   INFO(c.status().ToString());
   REQUIRE(c.ok());
   CHECK((*c)->PeerCommonName() == "api.example.com");
@@ -92,28 +107,28 @@ TEST_CASE("a bootstrap listener with TLS starts and serves HTTPS by SNI") {
   CHECK(r->body == "web GET /secure\n");
 
   topts.sni = "shop.example.org";
-  auto c2 = TlsTestClient::Connect("127.0.0.1", (*agent)->proxy_port(0), topts);
+  auto c2 = TlsTestClient::Connect("127.0.0.1", agent->proxy_port(0), topts);
   REQUIRE(c2.ok());
   CHECK((*c2)->PeerCommonName() == "*.example.org");
 
   // The plain listener next to it serves HTTP.
-  auto plain = HttpGet((*agent)->proxy_port(1), "/plain");
+  auto plain = HttpGet(agent->proxy_port(1), "/plain");
   REQUIRE(plain.ok());
   CHECK(plain->status == 200);
 
   // Plain HTTP sent to the TLS port is a failed handshake, counted.
-  auto wrong = flexgate::testing::HttpClient::Connect("127.0.0.1", (*agent)->proxy_port(0));
+  auto wrong = flexgate::testing::HttpClient::Connect("127.0.0.1", agent->proxy_port(0));
   REQUIRE(wrong.ok());
   REQUIRE(wrong->SendRaw("GET / HTTP/1.1\r\nHost: a\r\n\r\n").ok());
   CHECK(wrong->WaitForClose(absl::Seconds(5)));
 
-  auto stats = HttpGet((*agent)->admin_port(), "/stats");
+  auto stats = HttpGet(agent->admin_port(), "/stats");
   REQUIRE(stats.ok());
   CHECK_THAT(stats->body, Catch::Contains("downstream_tls_handshakes: 2"));
   CHECK_THAT(stats->body, Catch::Contains("downstream_tls_handshake_failures: 1"));
   CHECK_THAT(stats->body, Catch::Contains("upstream_tls_failures: 0"));
   CHECK_THAT(stats->body, Catch::Contains("circuit_breaker_rejections: 0"));
-  auto metrics = HttpGet((*agent)->admin_port(), "/metrics");
+  auto metrics = HttpGet(agent->admin_port(), "/metrics");
   REQUIRE(metrics.ok());
   CHECK_THAT(metrics->body, Catch::Contains("flexgate_downstream_tls_handshakes_total 2"));
   CHECK_THAT(metrics->body, Catch::Contains("flexgate_upstream_tls_failures_total 0"));
@@ -121,7 +136,7 @@ TEST_CASE("a bootstrap listener with TLS starts and serves HTTPS by SNI") {
   CHECK_THAT(metrics->body, Catch::Contains("flexgate_upgrades_active 0"));
   CHECK_THAT(metrics->body, Catch::Contains("flexgate_health_checks_total 0"));
 
-  (*agent)->Shutdown();
+  agent->Shutdown();
 }
 
 TEST_CASE("a bootstrap listener with client_ca_file requires client certificates") {
@@ -140,27 +155,20 @@ TEST_CASE("a bootstrap listener with client_ca_file requires client certificates
   REQUIRE(up.ok());
 
   TempDir dir;
-  Write(dir.file("config.yaml"), WebConfig((*up)->port()));
-  Write(dir.file("bootstrap.yaml"),
-        "listeners:\n"
+  AgentOptions options = BootstrapOptions(
+      dir, (*up)->port(),
         "  - name: mtls\n"
         "    address: \"127.0.0.1:0\"\n"
         "    tls:\n"
         "      client_ca_file: \"" + (*pki)->ca_file() + "\"\n"
         "      certificates:\n"
         "        - { cert_file: \"" + server->cert_file + "\", key_file: \"" + server->key_file +
-            "\" }\n"
-        "admin_address: \"127.0.0.1:0\"\n");
-  AgentOptions options = Parse({"--bootstrap", dir.file("bootstrap.yaml"), "--config",
-                                dir.file("config.yaml"), "--workers", "1"});
+            "\" }\n",
+      "1");
   REQUIRE(options.listener_client_ca.size() == 1);
   CHECK(options.listener_client_ca[0] == (*pki)->ca_file());
-  auto agent = Agent::Create(options);
-  REQUIRE(agent.ok());
-  absl::Status started = (*agent)->Start();
-  INFO(started.ToString());
-  REQUIRE(started.ok());
-  const uint16_t port = (*agent)->proxy_port(0);
+  auto agent = StartAgent(options);
+  const uint16_t port = agent->proxy_port(0);
 
   TlsTestClientOptions topts;
   topts.ca_file = (*pki)->ca_file();
@@ -200,7 +208,7 @@ TEST_CASE("a bootstrap listener with client_ca_file requires client certificates
   auto r2 = (*again)->Get("/again", "api.example.com");
   REQUIRE(r2.ok());
   CHECK(r2->status == 200);
-  (*agent)->Shutdown();
+  agent->Shutdown();
 }
 
 TEST_CASE("a bootstrap client_ca_file without certificates is refused") {
